@@ -1,0 +1,40 @@
+# Two commands matter: `make book` (the main job) and `make test`.
+# Everything installs into a local virtual environment ($(VENV)).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+TORCH_PIN ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install test results book bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned, so nothing later pulls a multi-GB CUDA build
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[test,book]"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+# Execute every notebook with papermill for PROFILE (ci | cpu | gpu) into book/_executed/
+results: $(STAMP)
+	$(PY) -m drdm.bookrun --profile $(PROFILE)
+
+book: results
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+	@echo "book: _build/html/index.html"
+
+bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) benchmarks/forward_fields.py
+
+clean:
+	rm -rf _build book/_executed

@@ -1,0 +1,81 @@
+"""Execute the book's notebooks with papermill for one profile.
+
+``python -m drdm.bookrun --profile cpu`` runs every ``notebooks/NN_*.ipynb``
+with the parameters of ``notebooks/params/<profile>.yaml`` (``common`` plus the
+notebook's own section) into ``book/_executed/``. An unknown parameter name or
+a failing cell stops the run with exit code 1 (papermill only warns on the first).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .provenance import repo_root
+
+__all__ = ["load_params", "check_params", "main"]
+
+
+def load_params(profile: str, root: Path) -> dict:
+    """``{notebook_stem: parameters}`` for a profile (``common`` merged in)."""
+    import yaml
+
+    path = root / "notebooks" / "params" / f"{profile}.yaml"
+    if not path.exists():
+        choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise SystemExit(f"error: no parameter file {path} (profiles: {', '.join(choices)})")
+    doc = yaml.safe_load(path.read_text()) or {}
+    common = doc.get("common", {}) or {}
+    per = doc.get("notebooks", {}) or {}
+    stems = [p.stem for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    unknown = sorted(set(per) - set(stems))
+    if unknown:
+        raise SystemExit(f"error: {path.name} names notebooks that do not exist: {unknown}")
+    return {s: {**common, **(per.get(s) or {})} for s in stems}
+
+
+def check_params(notebook: Path, params: dict) -> None:
+    """Raise ``SystemExit`` when ``params`` names a parameter the notebook lacks."""
+    import papermill
+
+    declared = set(papermill.inspect_notebook(str(notebook)))
+    if not declared:
+        raise SystemExit(f"error: {notebook.name} has no cell tagged 'parameters'")
+    unknown = sorted(set(params) - declared)
+    if unknown:
+        raise SystemExit(f"error: unknown parameter(s) {unknown} for {notebook.name}; "
+                         f"it declares {sorted(declared)}")
+
+
+def main(argv=None) -> int:
+    import papermill
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--only", help="run only notebooks whose name contains this")
+    ap.add_argument("--out", default="book/_executed")
+    args = ap.parse_args(argv)
+    root = repo_root()
+    todo = load_params(args.profile, root)
+    out = root / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    for stem, params in todo.items():
+        if args.only and args.only not in stem:
+            continue
+        src = root / "notebooks" / f"{stem}.ipynb"
+        check_params(src, params)
+        t0 = time.time()
+        print(f"[{args.profile}] {stem} ...", flush=True)
+        try:
+            papermill.execute_notebook(str(src), str(out / f"{stem}.ipynb"), parameters=params,
+                                       kernel_name="python3", cwd=str(root), progress_bar=False)
+        except papermill.PapermillExecutionError as e:
+            print(f"error: {stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
+            return 1
+        print(f"[{args.profile}] {stem} done in {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Result files with provenance: numbers + commit + profile + seed + device + wall time."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["repo_root", "git_commit", "save_results", "Timer"]
+
+
+def repo_root(start: str | Path | None = None) -> Path:
+    """The nearest folder above ``start`` (default: cwd) holding ``pyproject.toml``."""
+    p = Path(start or Path.cwd()).resolve()
+    for cand in (p, *p.parents):
+        if (cand / "pyproject.toml").exists() and (cand / "drdm").is_dir():
+            return cand
+    return p
+
+
+def git_commit(root: str | Path | None = None) -> str:
+    """Short commit hash of the repository, with ``+dirty`` when sources changed; ``unknown`` outside git."""
+    try:
+        cwd = str(root or repo_root())
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "drdm"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+class Timer:
+    """Wall-clock timer started at construction; ``elapsed`` in seconds."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+def _clean(x):
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return _clean(x.tolist())
+    if hasattr(x, "item") and callable(x.item) and getattr(x, "ndim", 1) == 0:
+        return _clean(x.item())
+    if hasattr(x, "tolist"):
+        return _clean(x.tolist())
+    if isinstance(x, float):
+        return None if not math.isfinite(x) else round(x, 6)
+    return x
+
+
+def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: str,
+                 wall_time_s: float, out_dir: str | Path = "results", data: str = "phantom") -> Path:
+    """Write ``<out_dir>/<profile>/<name>.json`` atomically and return its path.
+
+    ``numbers`` may hold tensors and numpy values; floats are rounded to 6
+    digits so reruns on one machine give identical files. Timing and machine
+    details sit under ``provenance`` (excluded from result comparisons).
+    """
+    out = Path(out_dir)
+    if not out.is_absolute():
+        out = repo_root() / out
+    out = out / profile
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "name": name, "profile": profile, "seed": seed, "data": data,
+        "numbers": _clean(numbers),
+        "provenance": {"commit": git_commit(), "device": str(device), "wall_time_s": round(wall_time_s, 1),
+                       "torch": torch.__version__, "python": platform.python_version()},
+    }
+    path = out / f"{name}.json"
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,74 @@
+"""Figures: deformation grids, Jacobian maps, field magnitudes (matplotlib)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import spatial
+
+__all__ = ["checkerboard", "plot_grid", "plot_jacobian", "plot_magnitude", "show_image"]
+
+
+def checkerboard(shape, square: int = 8) -> torch.Tensor:
+    """A ``(1, 1, *shape)`` checkerboard in {0.2, 0.8}: deformations are easy to see on it."""
+    idx = spatial.identity_grid(shape)
+    return (0.2 + 0.6 * ((idx // square).sum(0) % 2))[None, None]
+
+
+def _as2d(ddf: torch.Tensor) -> np.ndarray:
+    if ddf.dim() != 4 or ddf.shape[:2] != (1, 2):
+        raise ValueError(f"expected one 2-D field of shape (1, 2, H, W), got {tuple(ddf.shape)}")
+    return ddf[0].detach().cpu().double().numpy()
+
+
+def show_image(ax, image: torch.Tensor, title: str | None = None, **kw):
+    """Show a ``(1, 1, H, W)`` or ``(H, W)`` image in grey, axes off."""
+    img = image.detach().cpu().reshape(image.shape[-2:]).numpy()
+    ax.imshow(img, cmap=kw.pop("cmap", "gray"), **kw)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def plot_grid(ax, ddf: torch.Tensor, step: int = 8, color: str = "C1", lw: float = 0.6):
+    """Draw where a regular grid lands: lines through ``x + u(x)``.
+
+    ``ddf``: ``(1, 2, H, W)`` voxels; rows are axis 0 (drawn downwards), columns axis 1.
+    Because warping is pull-back, the picture shows the sampling positions in
+    the source image for each output grid line.
+    """
+    u = _as2d(ddf)
+    H, W = u.shape[1:]
+    y, x = np.mgrid[0:H, 0:W].astype(float)
+    py, px = y + u[0], x + u[1]
+    for r in range(0, H, step):
+        ax.plot(px[r], py[r], color=color, lw=lw)
+    for c in range(0, W, step):
+        ax.plot(px[:, c], py[:, c], color=color, lw=lw)
+    ax.set_xlim(-0.5, W - 0.5)
+    ax.set_ylim(H - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
+
+
+def plot_jacobian(ax, ddf: torch.Tensor, title: str | None = None):
+    """Map of ``det(I + grad u)`` with folds (< 0) in red; returns the image handle."""
+    det = spatial.jacobian_det(ddf.detach().double())[0].cpu().numpy()
+    lim = max(2.0, float(np.abs(det - 1).max()) + 1)
+    im = ax.imshow(det, cmap="RdBu", vmin=2 - lim, vmax=lim)
+    ax.contour(det, levels=[0], colors="k", linewidths=0.5)
+    ax.set_axis_off()
+    frac = float((det < 0).mean()) * 100
+    ax.set_title(title or f"|J|<0: {frac:.2f} %", fontsize=9)
+    return im
+
+
+def plot_magnitude(ax, ddf: torch.Tensor, title: str | None = None):
+    """Displacement magnitude in % of the image side."""
+    u = spatial.voxels_to_fraction(ddf.detach())
+    mag = (u.norm(dim=1)[0] * 100).cpu().numpy()
+    im = ax.imshow(mag, cmap="viridis")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    return im
