@@ -1,4 +1,8 @@
-"""Writes notebooks/01_noise_statistics.ipynb (source of truth for its cells)."""
+"""Writes notebooks/01_noise_statistics.ipynb (source of truth for its cells).
+
+After running it, store the ci-profile outputs that nbval compares against:
+    papermill -k python3 notebooks/01_noise_statistics.ipynb notebooks/01_noise_statistics.ipynb --cwd .
+"""
 import nbformat as nbf
 
 cells = []
