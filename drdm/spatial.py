@@ -148,7 +148,6 @@ class _Sampler:
     """
 
     def __init__(self, spatial, coords: torch.Tensor, padding: str):
-        ndim = len(spatial)
         self.padding = padding
         padded = _padded_shape(spatial)
         self.pad = []
@@ -159,7 +158,6 @@ class _Sampler:
                              device=coords.device)
         grid = coords.movedim(1, -1).flip(-1)                    # (B, *S_out, ndim), xyz order
         self.grid = torch.addcmul(scale * 0.5 - 1.0, grid, scale)
-        del ndim
 
     def __call__(self, image: torch.Tensor, mode: str = "linear") -> torch.Tensor:
         if any(self.pad):
@@ -221,9 +219,8 @@ def warp(image: torch.Tensor, ddf: torch.Tensor, mode: str = "linear",
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if padding_mode not in PADDING:
         raise ValueError(f"padding_mode must be one of {PADDING}, got {padding_mode!r}")
-    ndim = check_ddf(ddf)
-    if isinstance(image, torch.Tensor) and image.dim() >= 1:
-        check_ddf(ddf, batch=image.shape[0])
+    batch = image.shape[0] if isinstance(image, torch.Tensor) and image.dim() >= 1 else None
+    ndim = check_ddf(ddf, batch=batch)
     _check_image(image, "image", ndim, ddf.shape[2:], mode)
     B = image.shape[0]
     if ddf.shape[0] != B:
@@ -278,7 +275,7 @@ def compose(a: torch.Tensor, b: torch.Tensor, padding_mode: str = "border") -> t
     ``padding_mode`` says how ``b`` is read outside its grid (``border`` by default,
     as the official release does for its deformation fields).
     """
-    ndim = check_ddf(a, "a")
+    check_ddf(a, "a")
     check_ddf(b, "b", spatial=a.shape[2:])
     if b.shape[0] != a.shape[0] and 1 not in (a.shape[0], b.shape[0]):
         raise ValueError(f"a and b batch sizes differ: {a.shape[0]} vs {b.shape[0]}")
@@ -286,7 +283,6 @@ def compose(a: torch.Tensor, b: torch.Tensor, padding_mode: str = "border") -> t
     a = a.expand(B, *a.shape[1:])
     b = b.expand(B, *b.shape[1:])
     coords = identity_grid(a.shape[2:], a.device, a.dtype)[None] + a
-    del ndim
     return _sample(b, coords, "linear", padding_mode) + a
 
 
