@@ -121,7 +121,9 @@ class DiffusionConfig:
             paper ``zeros``, the friction the enlarged field exists to avoid).
         control_grid: official control-grid cells per axis (64).
         unit_factor: official only: ``"official"`` multiplies by S/64 as the
-            release does, ``"geometric"`` by 2 (the consistent factor).
+            release does, ``"geometric"`` by 2 (the consistent factor), or a number.
+            Statistics in % of the side and |J|<0 depend on this factor only, not
+            on S: ``4.0`` reproduces the release's 2-D S = 256 fields at any size.
         integration: official only: ``"squaring"`` (binary powers of the
             stationary field, O(log n) compositions) or ``"euler"`` (n sequential
             compositions, the release's loop).
@@ -139,7 +141,7 @@ class DiffusionConfig:
     field_factor: int = 2
     padding: str | None = None
     control_grid: int = 64
-    unit_factor: str = "official"
+    unit_factor: str | float = "official"
     integration: str = "euler"
 
     def __post_init__(self):
@@ -156,8 +158,10 @@ class DiffusionConfig:
             raise ValueError(f"timesteps must be >= 1, got {self.timesteps}")
         if self.integration not in ("squaring", "euler"):
             raise ValueError(f"integration must be 'squaring' or 'euler', got {self.integration!r}")
-        if self.unit_factor not in ("official", "geometric"):
-            raise ValueError(f"unit_factor must be 'official' or 'geometric', got {self.unit_factor!r}")
+        if not (self.unit_factor in ("official", "geometric")
+                or (isinstance(self.unit_factor, (int, float)) and self.unit_factor > 0)):
+            raise ValueError(f"unit_factor must be 'official', 'geometric' or a positive number, "
+                             f"got {self.unit_factor!r}")
         if self.schedule not in ("practical", "theory"):
             raise ValueError(f"schedule must be 'practical' or 'theory', got {self.schedule!r}")
         official = self.reading == "official"
@@ -322,7 +326,13 @@ class ForwardProcess:
         S = c.image_size
         nd = c.ndim
         # fraction of grid side -> fraction of image side (x S/64 or x 2) -> image voxels (x S_i)
-        factors = [(max(S) / g if c.unit_factor == "official" else float(c.field_factor)) * s / g for s in S]
+        if c.unit_factor == "official":
+            k = max(S) / g
+        elif c.unit_factor == "geometric":
+            k = float(c.field_factor)
+        else:
+            k = float(c.unit_factor)
+        factors = [k * s / g for s in S]
         # F.interpolate(align_corners=False) to 2S then crop [S/2, 3S/2): sample the grid there
         axes = []
         for s in S:
