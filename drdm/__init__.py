@@ -2,14 +2,17 @@
 
 Modules: :mod:`drdm.spatial` (warp, compose, Jacobian, units),
 :mod:`drdm.diffusion` (the forward process, paper and official readings),
+:mod:`drdm.network`, :mod:`drdm.losses`, :mod:`drdm.training` (Algorithm 1),
+:mod:`drdm.sampling` (Algorithms 2-4, Table 1), :mod:`drdm.data`, :mod:`drdm.phantoms`,
 :mod:`drdm.viz` (figures), :mod:`drdm.provenance` (result files).
 """
 from . import diffusion, network, spatial
 from .checkpoint import load_official
+from .pretrained import load_pretrained
 from .diffusion import DiffusionConfig, ForwardProcess
 from .spatial import compose, jacobian_det, negative_jacobian_fraction, warp
 
 __version__ = "0.1.0"
 
-__all__ = ["spatial", "diffusion", "network", "load_official", "DiffusionConfig", "ForwardProcess", "warp", "compose",
+__all__ = ["spatial", "diffusion", "network", "load_official", "load_pretrained", "DiffusionConfig", "ForwardProcess", "warp", "compose",
            "jacobian_det", "negative_jacobian_fraction", "__version__"]

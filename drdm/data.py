@@ -13,12 +13,10 @@ file's voxel order. :func:`augment` works on torch batches ``(B, C, *S)``.
 """
 from __future__ import annotations
 
-try:  # procedural phantoms (the book's embedded data) live in their own module
-    from .phantoms import *  # noqa: F401,F403
-    from . import phantoms as _phantoms
-    _PHANTOM_NAMES = list(getattr(_phantoms, "__all__", []))
-except ImportError:  # pragma: no cover - phantoms not written yet
-    _PHANTOM_NAMES = []
+from .phantoms import *  # noqa: F401,F403  (the book's embedded data, re-exported)
+from . import phantoms as _phantoms
+
+_PHANTOM_NAMES = list(_phantoms.__all__)
 
 import gzip
 import math

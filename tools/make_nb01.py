@@ -3,11 +3,14 @@
 After running it, store the ci-profile outputs that nbval compares against:
     papermill -k python3 notebooks/01_noise_statistics.ipynb notebooks/01_noise_statistics.ipynb --cwd .
 """
-import nbformat as nbf
+import sys
+from pathlib import Path
 
-cells = []
-md = lambda s, **kw: cells.append(nbf.v4.new_markdown_cell(s.strip(), **kw))
-code = lambda s, tags=(): cells.append(nbf.v4.new_code_cell(s.strip(), metadata={"tags": list(tags)}))
+sys.path.insert(0, str(Path(__file__).parent))
+from nbtools import COLAB_CELL, Notebook  # noqa: E402
+
+nb = Notebook()
+md, code = nb.md, nb.code
 
 md(r"""
 # 1. Noise statistics of the forward process
@@ -24,6 +27,7 @@ Defaults are the fast `ci` profile. `make results PROFILE=cpu` (or `gpu`) re-run
 with the parameters in `notebooks/params/`. Numbers go to `results/<profile>/01_noise_statistics.json`.
 ```
 """)
+code(COLAB_CELL, tags=["remove-cell"])
 code("""
 profile = "ci"          # ci | cpu | gpu: which parameter set this run uses
 seed = 0                # one generator seeds every draw below
@@ -241,7 +245,4 @@ md(r"""
 (2) How does `n_scales` change the folding of $\phi_{t:1}$ at $t = 40$?
 """)
 
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-nbf.write(nb, "notebooks/01_noise_statistics.ipynb")
+nb.write("notebooks/01_noise_statistics.ipynb")

@@ -1,0 +1,31 @@
+"""Models shipped inside the package (small, trained on the embedded phantoms).
+
+``phantom2d``: 2-D, 64 x 64 cardiac phantoms, official network variant and
+forward reading with ``unit_factor=4`` (the release's 2-D field statistics in %
+of the side), K = 2. How it was made: ``results/phantom_model/`` (command,
+config, training log).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["PRETRAINED", "pretrained_path", "load_pretrained"]
+
+_HERE = Path(__file__).resolve().parent / "weights"
+PRETRAINED = {"phantom2d": "phantom2d_64.pth"}
+
+
+def pretrained_path(name: str = "phantom2d") -> Path:
+    """Path of a shipped checkpoint; ``ValueError`` for an unknown name."""
+    if name not in PRETRAINED:
+        raise ValueError(f"unknown pretrained model {name!r}; available: {sorted(PRETRAINED)}")
+    path = _HERE / PRETRAINED[name]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from this installation (reinstall drdm)")
+    return path
+
+
+def load_pretrained(name: str = "phantom2d", device="cpu"):
+    """The shipped :class:`~drdm.network.DRDMNet` in eval mode (``train_config`` attached)."""
+    from .training import load_model
+    return load_model(pretrained_path(name), device=device)
