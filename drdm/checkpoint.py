@@ -9,31 +9,39 @@ import torch
 
 from .network import DRDMNet, NetworkConfig
 
-__all__ = ["CheckpointError", "load_state_dict", "load_official"]
+__all__ = ["CheckpointError", "safe_load", "load_state_dict", "load_official"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used; the message names the file and the reason."""
 
 
-def load_state_dict(path: str | Path) -> dict:
-    """Read a tensor-only checkpoint onto the CPU, refusing anything else.
+def safe_load(path: str | Path):
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
 
-    Pickled objects other than tensors and plain containers are refused
-    (``weights_only=True``): loading a checkpoint never runs code from it.
+    Pickled objects other than tensors and plain containers are refused: loading
+    a checkpoint never runs code from it.
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
+        if not zipfile.is_zipfile(path) and "invalid load key" in first:
+            raise CheckpointError(f"{path}: not a torch checkpoint (corrupt, or not a .pth file)") from None
         raise CheckpointError(f"{path}: refused, the file holds pickled objects that are not plain "
                               f"tensors (weights_only=True): {first}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {msg}") from None
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """Read a tensor-only checkpoint (a state_dict) onto the CPU, refusing anything else."""
+    path = Path(path)
+    obj = safe_load(path)
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

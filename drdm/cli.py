@@ -102,4 +102,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from drdm.cli import main as _main   # one UsageError class under python -m drdm.cli
+    sys.exit(_main())

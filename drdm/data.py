@@ -170,6 +170,10 @@ def _sniff_nifti(path: Path) -> None:
         try:
             with gzip.open(path, "rb") as g:
                 head = g.read(544)
+                # read to the end so the CRC-32 is checked: nibabel reads only what the
+                # header asks for, and a corrupted payload would load as plausible numbers
+                while g.read(1 << 24):
+                    pass
         except (OSError, EOFError, zlib.error) as e:
             raise _error(path, f"truncated or corrupt gzip ({_first_line(e)})") from None
     size_le = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0

@@ -154,6 +154,10 @@ class DiffusionConfig:
         if len(size) != self.ndim or min(size) < 4:
             raise ValueError(f"image_size must be an int or {self.ndim} ints >= 4, got {self.image_size}")
         object.__setattr__(self, "image_size", size)
+        if math.prod(n * self.field_factor for n in size) * self.ndim > 2 ** 28:
+            raise ValueError(f"image_size {size} is too large for the forward process (a field of "
+                             f"{self.field_factor}x that size would not fit in memory); resample the "
+                             f"image to a smaller grid")
         if self.timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {self.timesteps}")
         if self.integration not in ("squaring", "euler"):

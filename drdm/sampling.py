@@ -21,7 +21,7 @@ import torch
 from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 
-__all__ = ["DeformResult", "deform", "augment", "registration_pairs", "table1", "TABLE1_LEVELS"]
+__all__ = ["DeformResult", "process_for", "deform", "augment", "registration_pairs", "table1", "TABLE1_LEVELS"]
 
 TABLE1_LEVELS = (30, 45, 55, 65, 70)
 
@@ -42,7 +42,9 @@ class DeformResult:
     steps: list = field(default_factory=list)
 
 
-def _process_for(net, image, process) -> ForwardProcess:
+def process_for(net, image, process=None) -> ForwardProcess:
+    """The forward process for ``image``: ``process`` if given (checked), else the
+    one the network was trained with (``net.train_config``), else the official reading."""
     if process is not None:
         if tuple(process.config.image_size) != tuple(image.shape[2:]):
             raise ValueError(f"the forward process is for images of size {process.config.image_size}, "
@@ -87,7 +89,7 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
     if recover not in ("level", "all"):
         raise ValueError(f"recover must be 'level' or 'all', got {recover!r}")
     net.eval()
-    fp = _process_for(net, image, process)
+    fp = process_for(net, image, process)
     B = image.shape[0]
     if random_ddf is None:
         random_ddf = fp.sample(torch.full((B,), int(level)), generator, device=image.device,

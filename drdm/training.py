@@ -93,6 +93,9 @@ class TrainConfig:
             raise ValueError(f"steps and batch must be >= 1, got {self.steps}, {self.batch}")
         if self.image_size % 8:
             raise ValueError(f"image_size must be divisible by 8, got {self.image_size}")
+        if self.image_size ** self.ndim * self.batch > 2 ** 28:
+            raise ValueError(f"image_size {self.image_size}^{self.ndim} x batch {self.batch} is too large "
+                             f"to train; use a smaller image_size or batch")
         self.loss_weights = tuple(float(w) for w in self.loss_weights)
 
     def diffusion(self) -> DiffusionConfig:
@@ -153,20 +156,9 @@ def save_checkpoint(path, model: torch.nn.Module, config: TrainConfig, *, optimi
 
 def load_checkpoint(path) -> dict:
     """Read a drdm checkpoint (``weights_only=True``); :class:`CheckpointError` on anything else."""
-    from .checkpoint import load_state_dict  # noqa: F401  (same refusal rules)
-    import pickle
-    import zipfile
+    from .checkpoint import safe_load
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused, the file holds pickled objects that are not plain tensors "
-                              f"(weights_only=True): {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or corrupt?): {msg}") from None
+    obj = safe_load(path)
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a drdm training checkpoint (use drdm.load_official for the release's weights)")
     return obj
@@ -181,9 +173,18 @@ def load_model(path, device="cpu") -> DRDMNet:
         if "not a drdm training checkpoint" not in str(e):
             raise
         return load_official(path).to(device)
-    net = DRDMNet(NetworkConfig(**{**ck["network_config"], "channels": tuple(ck["network_config"]["channels"])}))
     try:
-        net.load_state_dict(ck["model"], strict=True)
+        net = DRDMNet(NetworkConfig(**{**ck["network_config"], "channels": tuple(ck["network_config"]["channels"])}))
+        weights = ck["model"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: malformed drdm checkpoint ({type(e).__name__}: {e})") from None
+    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in weights.values()):
+        raise CheckpointError(f"{path}: non-floating-point weights")
+    bad = [k for k, v in weights.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: NaN or Inf in weights ({bad[0]!r})")
+    try:
+        net.load_state_dict(weights, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f"{path}: weights do not fit the network described in it: "
                               f"{str(e).splitlines()[0]}") from None

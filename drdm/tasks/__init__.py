@@ -1,0 +1,11 @@
+"""Downstream tasks: few-shot segmentation (Section 4, Table 2) and synthetic
+pre-training of registration (Section 5, Table 3).
+
+``run_segmentation(profile="ci")`` and ``run_registration(profile="ci")`` run the
+experiments end to end on the embedded phantoms (or on :class:`drdm.data.Record`
+lists) and return JSON-serialisable dicts with a markdown table in the paper's layout.
+"""
+from .registration import VoxelMorph, run_registration
+from .segmentation import UNet, run_segmentation
+
+__all__ = ["run_segmentation", "run_registration", "UNet", "VoxelMorph"]

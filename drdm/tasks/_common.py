@@ -1,0 +1,223 @@
+"""Helpers shared by the downstream tasks: profiles, data, checkpoints, statistics, output."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+log = logging.getLogger("drdm.tasks")
+
+#: where :func:`resolve_checkpoint` looks when no checkpoint is given (after ``drdm.weights``)
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def apply_overrides(profile, overrides: dict):
+    """A copy of the profile dataclass with ``overrides`` (unknown names raise ``TypeError``)."""
+    names = {f.name for f in dataclasses.fields(profile)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"unknown profile option(s) {unknown}; known: {sorted(names)}")
+    return dataclasses.replace(profile, **overrides)
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None):
+    """Temporarily set torch's intra-op threads (``None``: leave unchanged)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    from ..training import pick_device as _pick
+    return _pick(device)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def resolve_checkpoint(checkpoint, ndim: int) -> tuple[Path | None, str | None]:
+    """``(path, None)`` for a usable DRDM checkpoint, or ``(None, reason)``.
+
+    Order: the ``checkpoint`` argument (must exist, else ``FileNotFoundError``);
+    ``drdm.weights.default_checkpoint(ndim)`` when that module and function exist;
+    ``drdm/weights/drdm_{ndim}d.pth`` (:data:`WEIGHTS_DIR`).
+    """
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such DRDM checkpoint")
+        return path, None
+    try:
+        import importlib
+        weights = importlib.import_module("drdm.weights")
+    except ImportError:
+        weights = None
+    fn = getattr(weights, "default_checkpoint", None)
+    if callable(fn):
+        try:
+            found = fn(ndim)
+        except Exception as e:          # a weights helper must not break the task; report why
+            found = None
+            log.warning("drdm.weights.default_checkpoint(%d) failed: %s", ndim, e)
+        if found is not None and Path(found).is_file():
+            return Path(found), None
+    default = WEIGHTS_DIR / f"drdm_{ndim}d.pth"
+    if default.is_file():
+        return default, None
+    return None, (f"no DRDM checkpoint: pass drdm_checkpoint=..., or provide "
+                  f"drdm.weights.default_checkpoint({ndim}) or {default}")
+
+
+def load_drdm(checkpoint, ndim: int, device) -> tuple[object | None, str | None, str | None]:
+    """``(net, path, None)`` or ``(None, None, reason)`` (wrong dimension, missing file)."""
+    path, reason = resolve_checkpoint(checkpoint, ndim)
+    if path is None:
+        return None, None, reason
+    from ..training import load_model
+    net = load_model(path, device=device)
+    if net.config.ndim != ndim:
+        return None, None, f"{path}: a {net.config.ndim}-D DRDM network, the data are {ndim}-D"
+    return net, str(path), None
+
+
+def check_levels(levels: Sequence[int], net) -> None:
+    T = net.config.timesteps
+    bad = [int(t) for t in levels if not 0 <= int(t) < T]
+    if bad:
+        raise ValueError(f"DRDM levels {bad} outside [0, {T - 1}] for this network (T={T})")
+
+
+# ---------------------------------------------------------------- data
+
+def phantom_records(kind: str, n: int, size: int, seed: int, phases=("ED",)):
+    """Phantom subjects as :class:`drdm.data.Record` (2-D cardiac or 3-D thorax)."""
+    from ..data import ACDC_CONVENTION, Record
+    from ..phantoms import cardiac_phantom, thorax_phantom
+    records = []
+    for k in range(n):
+        if kind == "cardiac":
+            for ph in phases:
+                img, lab = cardiac_phantom(seed + k, size, ph)
+                records.append(Record(img, lab, (1.0, 1.0), np.eye(4), f"phantom{seed + k:04d}", ph,
+                                      "phantom", ACDC_CONVENTION, "", {}))
+        elif kind == "thorax":
+            img, lab = thorax_phantom(seed + k, size)
+            records.append(Record(img, lab, (1.0, 1.0, 1.0), np.eye(4), f"thorax{seed + k:04d}", None,
+                                  "phantom", "lung mask: 0 background, 1 left, 2 right lung", "", {}))
+        else:
+            raise ValueError(f"unknown phantom kind {kind!r}")
+    return records
+
+
+def to_tensors(records) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(images (N, 1, *S) float32, labels (N, 1, *S) int64)``; every record needs a label."""
+    missing = [r.subject for r in records if r.label is None]
+    if missing:
+        raise ValueError(f"records without label maps (subjects {sorted(set(missing))[:5]})")
+    shapes = {tuple(r.image.shape) for r in records}
+    if len(shapes) != 1:
+        raise ValueError(f"records have different shapes {sorted(shapes)[:4]}; preprocess them to one size")
+    imgs = torch.from_numpy(np.stack([np.asarray(r.image, np.float32) for r in records]))[:, None]
+    labs = torch.from_numpy(np.stack([np.asarray(r.label).astype(np.int64) for r in records]))[:, None]
+    return imgs, labs
+
+
+def fit_size(records, size: int):
+    """Preprocess (Section 3.2) records whose shape is not ``size`` per axis."""
+    from ..data import preprocess_record
+    out = []
+    for r in records:
+        if tuple(r.image.shape) != (size,) * r.image.ndim:
+            r = preprocess_record(r, size)
+        out.append(r)
+    return out
+
+
+def split_subjects(records, test_fraction: float, seed: int) -> tuple[list, list]:
+    """Subject-level train/test split (:func:`drdm.data.subject_split`); asserts no subject is in both."""
+    from ..data import subject_split
+    parts = subject_split(records, (1.0 - test_fraction, 0.0, test_fraction), seed=seed)
+    train, test = parts["train"], parts["test"]
+    leak = {r.subject for r in train} & {r.subject for r in test}
+    assert not leak, f"subjects in both train and test: {sorted(leak)}"
+    if not train or not test:
+        raise ValueError(f"need at least one training and one test subject; got {len(train)} and "
+                         f"{len(test)} records from {len({r.subject for r in records})} subjects")
+    return train, test
+
+
+# ---------------------------------------------------------------- statistics
+
+def finite(values, fill: float) -> np.ndarray:
+    """``inf`` (an empty prediction's surface distance) replaced by ``fill``."""
+    a = np.asarray(values, dtype=np.float64)
+    return np.where(np.isfinite(a), a, fill)
+
+
+def wilcoxon(a, b) -> float | None:
+    """Two-sided paired Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``).
+
+    1.0 when every pair is equal; ``None`` with fewer than 2 pairs.
+    """
+    from scipy.stats import wilcoxon as _w
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.size < 2:
+        return None
+    d = a - b
+    if np.all(np.abs(d) <= 1e-12 * max(1.0, np.abs(a).max())):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return float(_w(a, b).pvalue)
+        except ValueError:
+            return None
+
+
+def summary(values) -> dict:
+    a = np.asarray(values, dtype=np.float64)
+    return {"mean": float(a.mean()) if a.size else None,
+            "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)}
+
+
+def fmt(x, digits: int = 1, scale: float = 1.0) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x * scale:.{digits}f}"
+
+
+def fmt_p(p) -> str:
+    if p is None:
+        return "–"
+    return "<.001" if p < 1e-3 else f"{p:.3f}"
+
+
+def write_outputs(name: str, result: dict, markdown: str, out_dir, profile: str, seed: int,
+                  device: str, wall: float, data: str) -> dict:
+    """``<out_dir>/<profile>/<name>.json`` (with provenance) and ``<name>.md``; returns the paths."""
+    from ..provenance import save_results
+    path = save_results(name, result, profile=profile, seed=seed, device=device, wall_time_s=wall,
+                        out_dir=out_dir, data=data)
+    md = path.with_suffix(".md")
+    md.write_text(markdown + "\n")
+    return {"json": str(path), "markdown": str(md)}
+
+
+def jsonable(x):
+    """Check that ``x`` survives ``json.dumps`` (inf/nan are not JSON): raises otherwise."""
+    json.dumps(x, allow_nan=False)
+    return x

@@ -1,0 +1,437 @@
+"""Few-shot segmentation with augmentation (Section 4, Table 2).
+
+A vanilla U-Net (Section 4.1: two 3x3 convolutions + ReLU per block, max-pooling
+and up-sampling with stride 2, sigmoid outputs) is trained with the BCE of Eq. 17
+on one-hot labels (one sigmoid channel per label value, background included),
+Adam at 1e-3 with an exponential learning-rate decay, on the labelled training
+images plus ``n_aug`` augmented copies of each (``"none"``: the originals only;
+``"bigaug"``: :class:`drdm.baselines.BigAug`; ``"elastic"``: its elastic part;
+``"drdm"``: Algorithm 3, :func:`drdm.sampling.augment`). Every method gets the
+same number of optimisation steps.
+
+Protocol (:func:`run_segmentation`):
+
+1. Subject-level split into a training pool and a test set
+   (:func:`drdm.data.subject_split`; a subject never appears in both).
+2. For each ratio ``r``, the first ``max(1, round(r n))`` training subjects (one
+   seeded order, so the subsets are nested) are labelled; all their slices train.
+3. Each test image is scored per structure (RV 1, myocardium 2, LV 3): Dice,
+   sensitivity, precision, ASD and HD in voxels (:mod:`drdm.metrics`; an empty
+   prediction's infinite distance counts as the image diagonal).
+4. With several seeds, each test image's metrics are averaged over the seeds;
+   tables give mean (and std) over test images; paired Wilcoxon signed-rank
+   tests compare each method with ``"none"`` and DRDM with BigAug over test images.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .. import metrics
+from ._common import (apply_overrides, check_levels, finite, fit_size, fmt, fmt_p, jsonable, load_drdm, log,
+                      num_threads, phantom_records, pick_device, split_subjects, summary, to_tensors,
+                      wilcoxon, write_outputs)
+
+__all__ = ["UNet", "SegProfile", "PROFILES", "METHODS", "STRUCTURES", "bce_loss", "train_segmenter",
+           "predict", "make_augmented", "run_segmentation", "table2_markdown"]
+
+METHODS = ("none", "bigaug", "elastic", "drdm")
+METHOD_NAMES = {"none": "N/A", "bigaug": "BigAug", "elastic": "Elastic", "drdm": "DRDM"}
+#: Table 2's column order: (name, label value)
+STRUCTURES = (("LV", 3), ("RV", 1), ("Myo", 2))
+
+
+# ---------------------------------------------------------------- network
+
+class UNet(nn.Module):
+    """U-Net of Section 4.1 for 2-D or 3-D inputs (one code path).
+
+    ``features[i]`` channels at level ``i``; each block is two 3x3(x3) convolutions
+    each followed by ReLU (optionally normalised, ``norm="batch"|"instance"``;
+    the paper's U-Net has none; weights use He initialisation, as the original
+    U-Net); max-pooling down and nearest up-sampling by 2,
+    skip connections by concatenation; a 1x1 convolution gives one logit per
+    label value (apply a sigmoid for the paper's probabilistic masks). Inputs of
+    any size are padded to a multiple of ``2 ** (len(features) - 1)`` and cropped back.
+    """
+
+    def __init__(self, ndim: int = 2, in_channels: int = 1, out_channels: int = 4,
+                 features: Sequence[int] = (16, 32, 64, 128), norm: str | None = None):
+        super().__init__()
+        if ndim not in (2, 3):
+            raise ValueError(f"ndim must be 2 or 3, got {ndim}")
+        if norm not in (None, "batch", "instance"):
+            raise ValueError(f"norm must be None, 'batch' or 'instance', got {norm!r}")
+        self.ndim, self.features = ndim, tuple(int(f) for f in features)
+        Conv = (nn.Conv2d, nn.Conv3d)[ndim - 2]
+        Norm = {None: None, "batch": (nn.BatchNorm2d, nn.BatchNorm3d)[ndim - 2],
+                "instance": (nn.InstanceNorm2d, nn.InstanceNorm3d)[ndim - 2]}[norm]
+
+        def block(cin, cout):
+            layers = []
+            for c in (cin, cout):
+                layers.append(Conv(c, cout, 3, padding=1))
+                if Norm is not None:
+                    layers.append(Norm(cout, affine=True))
+                layers.append(nn.ReLU(inplace=True))
+            return nn.Sequential(*layers)
+
+        f = self.features
+        self.down = nn.ModuleList([block(in_channels, f[0])] + [block(f[i - 1], f[i]) for i in range(1, len(f))])
+        self.up = nn.ModuleList([block(f[i + 1] + f[i], f[i]) for i in range(len(f) - 1)])
+        self.head = Conv(f[0], out_channels, 1)
+        self.pool = (nn.MaxPool2d, nn.MaxPool3d)[ndim - 2](2)
+        for mod in self.modules():                       # He initialisation, as Ronneberger et al.
+            if isinstance(mod, Conv):
+                nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
+                nn.init.zeros_(mod.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, C_in, *S)`` -> logits ``(B, C_out, *S)``."""
+        size = x.shape[2:]
+        m = 2 ** (len(self.features) - 1)
+        pad = []
+        for s in reversed(size):
+            pad += [0, (-s) % m]
+        if any(pad):
+            x = F.pad(x, pad)
+        skips = []
+        for i, blk in enumerate(self.down):
+            if i:
+                x = self.pool(x)
+            x = blk(x)
+            skips.append(x)
+        for i in range(len(self.up) - 1, -1, -1):
+            x = F.interpolate(x, size=skips[i].shape[2:], mode="nearest")
+            x = self.up[i](torch.cat([x, skips[i]], 1))
+        x = self.head(x)
+        if any(pad):
+            x = x[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
+        return x
+
+
+def bce_loss(logits: torch.Tensor, label: torch.Tensor, n_classes: int) -> torch.Tensor:
+    """Eq. 17: per-voxel BCE summed over the one-hot channels, averaged over voxels and batch.
+
+    ``logits`` ``(B, C, *S)``; ``label`` ``(B, 1, *S)`` integer in ``[0, C)``.
+    """
+    onehot = F.one_hot(label[:, 0].long(), n_classes).movedim(-1, 1).to(logits.dtype)
+    return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(1).mean()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """Label map ``(N, 1, *S)`` int64: the arg-max over the sigmoid channels."""
+    model.eval()
+    dev = next(model.parameters()).device
+    out = [model(images[i:i + batch].to(dev)).argmax(1, keepdim=True).cpu()
+           for i in range(0, images.shape[0], batch)]
+    return torch.cat(out)
+
+
+def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: int = 4, steps: int = 500,
+                    batch: int = 16, lr: float = 1e-3, lr_final: float = 0.1, features=(16, 32, 64, 128),
+                    norm: str | None = None, seed: int = 0, device="cpu") -> UNet:
+    """Train a :class:`UNet` with Eq. 17 and Adam; the learning rate decays exponentially
+    (``gamma = lr_final ** (1 / steps)`` per step, so it ends at ``lr * lr_final``).
+
+    Batches are drawn uniformly with replacement from ``images`` by a generator
+    seeded with ``seed`` (which also seeds the initial weights).
+    """
+    device = torch.device(device)
+    torch.manual_seed(seed)                          # initial weights
+    model = UNet(images.dim() - 2, images.shape[1], n_classes, features, norm).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_final ** (1.0 / max(steps, 1)))
+    g = torch.Generator().manual_seed(seed + 7919)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, images.shape[0], (min(batch, images.shape[0]),), generator=g)
+        x, y = images[idx].to(device), labels[idx].to(device)
+        loss = bce_loss(model(x), y, n_classes)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+# ---------------------------------------------------------------- profiles
+
+@dataclass(frozen=True)
+class SegProfile:
+    """Sizes of one run (``ci``: seconds on 2 CPU cores; ``cpu``: minutes; ``gpu``: paper scale).
+
+    Attributes:
+        size: image side (phantoms are drawn at it; records are preprocessed to it).
+        n_subjects, phases: phantom subjects and cardiac phases per subject.
+        test_fraction: share of subjects in the test set (paper: 100 / 100).
+        split_seed: the subject split and the order in which subjects get labelled.
+        ratios: labelled fractions of the training subjects (paper: 5, 20, 50, 100 %).
+        n_aug: augmented copies per labelled image (paper: 32).
+        drdm_levels: ``T'`` values for Algorithm 3 (copies spread evenly over them).
+        steps, batch, lr, lr_final: optimisation (paper: Adam 1e-3, exponential decay, batch 64).
+        features, norm: the U-Net; ``ci``/``cpu`` add batch normalisation so that a few hundred
+            steps converge (the paper's U-Net, used by ``gpu``, has none). seeds: default training seeds. threads: torch threads (None: as is).
+    """
+    size: int = 32
+    n_subjects: int = 8
+    phases: tuple = ("ED", "ES")
+    test_fraction: float = 0.5
+    split_seed: int = 0
+    ratios: tuple = (0.5, 1.0)
+    n_aug: int = 2
+    drdm_levels: tuple = (20,)
+    steps: int = 100
+    batch: int = 8
+    lr: float = 1e-3
+    lr_final: float = 0.1
+    features: tuple = (16, 32, 64)
+    norm: str | None = "batch"
+    seeds: tuple = (0,)
+    threads: int | None = None
+
+
+PROFILES = {
+    "ci": SegProfile(),
+    "cpu": SegProfile(size=64, n_subjects=40, ratios=(0.05, 0.2, 0.5, 1.0), n_aug=8, drdm_levels=(20, 40),
+                      steps=600, batch=16, features=(16, 32, 64, 128)),
+    # the paper's plain U-Net (no normalisation) at paper scale
+    "gpu": SegProfile(size=128, n_subjects=200, ratios=(0.05, 0.2, 0.5, 1.0), n_aug=32,
+                      drdm_levels=(30, 40, 50, 60), steps=6000, batch=64, features=(32, 64, 128, 256, 512),
+                      norm=None, seeds=(0, 1, 2)),
+}
+
+
+# ---------------------------------------------------------------- augmentation
+
+def make_augmented(method: str, image: torch.Tensor, label: torch.Tensor, n: int, seed: int, *,
+                   net=None, levels: Sequence[int] = (20,), device="cpu"):
+    """``n`` augmented copies ``(n, 1, *S)`` of one image ``(1, 1, *S)`` and its label.
+
+    ``seed`` fixes the copies (one generator per image and method).
+    """
+    from ..baselines import BigAug, elastic
+    g = torch.Generator().manual_seed(seed)
+    if method == "bigaug":
+        return BigAug()(image.expand(n, *image.shape[1:]), label.expand(n, *label.shape[1:]), g)
+    if method == "elastic":
+        return elastic(image.expand(n, *image.shape[1:]), label.expand(n, *label.shape[1:]), g)
+    if method == "drdm":
+        from ..sampling import augment
+        per = int(math.ceil(n / len(levels)))
+        imgs, labs = [], []
+        for item in augment(net, image.to(device), label.to(device), levels, per, generator=g):
+            imgs.append(item["image"].cpu())
+            labs.append(item["label"].cpu())
+        return torch.cat(imgs)[:n], torch.cat(labs)[:n]
+    raise ValueError(f"unknown augmentation method {method!r}; choose from {METHODS}")
+
+
+# ---------------------------------------------------------------- evaluation
+
+def _score(pred: torch.Tensor, target: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per test image and structure: ``{metric: (N, 3)}`` in :data:`STRUCTURES` order."""
+    diag = math.sqrt(sum(s ** 2 for s in target.shape[2:]))
+    out = {k: np.zeros((pred.shape[0], len(STRUCTURES))) for k in ("dice", "sens", "prec", "asd", "hd")}
+    for i in range(pred.shape[0]):
+        rows = metrics.label_metrics(pred[i, 0].numpy(), target[i, 0].numpy(), [v for _, v in STRUCTURES])
+        for j, (_, v) in enumerate(STRUCTURES):
+            for k in out:
+                out[k][i, j] = rows[v][k]
+    out["asd"] = finite(out["asd"], diag)
+    out["hd"] = finite(out["hd"], diag)
+    return out
+
+
+def _aggregate(per_image: dict[str, np.ndarray]) -> dict:
+    res = {"structures": {}, "average": {}}
+    for j, (name, _) in enumerate(STRUCTURES):
+        res["structures"][name] = {k: summary(v[:, j]) for k, v in per_image.items()}
+    res["average"] = {k: summary(v.mean(1)) for k, v in per_image.items()}
+    res["per_image"] = {k: {name: v[:, j].tolist() for j, (name, _) in enumerate(STRUCTURES)}
+                        for k, v in per_image.items() if k in ("dice", "asd")}
+    return res
+
+
+# ---------------------------------------------------------------- the experiment
+
+def _records(data, prof: SegProfile):
+    from ..data import slices
+    if isinstance(data, str):
+        if data != "phantom":
+            raise ValueError(f"data must be 'phantom' or a list of drdm.data.Record, got {data!r}")
+        return phantom_records("cardiac", prof.n_subjects, prof.size, seed=1000, phases=prof.phases)
+    records = slices(list(data))                          # 3-D volumes -> labelled 2-D slices
+    bad = [r for r in records if r.label is not None and int(np.asarray(r.label).max()) > 3]
+    if bad:
+        raise ValueError(f"labels must follow ACDC (0 bg, 1 RV, 2 myo, 3 LV); {bad[0]} has larger values")
+    return fit_size(records, prof.size)
+
+
+def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float] | None = None,
+                     methods: Sequence[str] = METHODS, seeds: Sequence[int] | None = None,
+                     drdm_checkpoint=None, out_dir=None, device: str = "auto", **overrides) -> dict:
+    """Table 2 on phantoms or on records.
+
+    Args:
+        profile: ``"ci"`` | ``"cpu"`` | ``"gpu"`` (:data:`PROFILES`); ``overrides`` replace
+            any :class:`SegProfile` field (e.g. ``steps=200``).
+        data: ``"phantom"`` (2-D cardiac phantoms, ACDC labels) or a list of
+            :class:`drdm.data.Record` with ACDC labels (3-D volumes are cut into slices;
+            everything is preprocessed to ``size``).
+        ratios: labelled fractions of the training subjects (default: the profile's).
+        methods: subset of :data:`METHODS`. ``"drdm"`` needs a 2-D checkpoint: the
+            argument, else ``drdm.weights`` / ``drdm/weights/drdm_2d.pth``; without one
+            it is skipped and the reason is logged and stored under ``"skipped"``.
+        seeds: training seeds (network init, batches, augmentation draws).
+        out_dir: if given, ``<out_dir>/<profile>/segmentation.json`` (+ provenance) and ``.md``.
+
+    Returns:
+        A JSON-serialisable dict: ``config``, ``split`` (subject ids), ``skipped``,
+        ``results[ratio_key][method]`` (per structure and average: mean/std/n of
+        dice, sens, prec, asd, hd; per-image dice and asd), ``wilcoxon[ratio_key]``,
+        ``markdown`` (Table 2 plus ASD/HD and p-value tables), ``wall_time_s``.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
+    prof = apply_overrides(PROFILES[profile], overrides)
+    ratios = tuple(prof.ratios if ratios is None else ratios)
+    seeds = tuple(prof.seeds if seeds is None else seeds)
+    methods = tuple(methods)
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown or not methods:
+        raise ValueError(f"methods must be taken from {METHODS}, got {methods}")
+    if not ratios or not all(0 < r <= 1 for r in ratios):
+        raise ValueError(f"ratios must lie in (0, 1], got {ratios}")
+    t0 = time.perf_counter()
+    dev = pick_device(device)
+    with num_threads(prof.threads):
+        records = _records(data, prof)
+        train, test = split_subjects(records, prof.test_fraction, prof.split_seed)
+        train_subjects = sorted({r.subject for r in train})
+        order = [train_subjects[i] for i in np.random.default_rng(prof.split_seed).permutation(len(train_subjects))]
+        test_imgs, test_labs = to_tensors(test)
+        train_imgs, train_labs = to_tensors(train)
+        skipped, net, ckpt = {}, None, None
+        if "drdm" in methods:
+            net, ckpt, reason = load_drdm(drdm_checkpoint, 2, dev)
+            if net is None:
+                skipped["drdm"] = reason
+                log.warning("segmentation: skipping drdm: %s", reason)
+            else:
+                check_levels(prof.drdm_levels, net)
+        run_methods = [m for m in methods if m not in skipped]
+
+        cache: dict = {}                                  # (method, seed, image index) -> copies
+
+        def pool(method, seed, idx):
+            imgs, labs = [train_imgs[idx]], [train_labs[idx]]
+            if method != "none":
+                for i in idx.tolist():
+                    key = (method, seed, i)
+                    if key not in cache:
+                        cache[key] = make_augmented(method, train_imgs[i:i + 1], train_labs[i:i + 1], prof.n_aug,
+                                                    seed * 1_000_003 + i * 101 + METHODS.index(method),
+                                                    net=net, levels=prof.drdm_levels, device=dev)
+                    imgs.append(cache[key][0])
+                    labs.append(cache[key][1])
+            return torch.cat(imgs), torch.cat(labs)
+
+        results, tests = {}, {}
+        n_train = len(order)
+        for r in ratios:
+            k = max(1, int(round(r * n_train)))
+            chosen = set(order[:k])
+            idx = torch.tensor([i for i, rec in enumerate(train) if rec.subject in chosen])
+            key = f"{k}/{round(100 * r)}%"
+            per_method = {}
+            for m in run_methods:
+                runs = []
+                for seed in seeds:
+                    x, y = pool(m, seed, idx)
+                    model = train_segmenter(x, y, n_classes=4, steps=prof.steps, batch=prof.batch, lr=prof.lr,
+                                            lr_final=prof.lr_final, features=prof.features, norm=prof.norm,
+                                            seed=seed, device=dev)
+                    runs.append(_score(predict(model, test_imgs), test_labs))
+                per_image = {kk: np.mean([run[kk] for run in runs], 0) for kk in runs[0]}
+                per_method[m] = per_image
+                log.info("segmentation %s %s: mean Dice %.3f", key, m, per_image["dice"].mean())
+            results[key] = {"ratio": r, "n_subjects": k, "n_images": int(idx.numel()),
+                            "methods": {m: _aggregate(v) for m, v in per_method.items()}}
+            tests[key] = _wilcoxon_tests(per_method)
+    result = {
+        "task": "segmentation", "profile": profile, "data": "phantom" if isinstance(data, str) else "records",
+        "config": {**asdict(prof), "ratios": list(ratios), "seeds": list(seeds), "methods": list(methods)},
+        "device": str(dev), "drdm_checkpoint": ckpt, "skipped": skipped,
+        "split": {"train_subjects": train_subjects, "test_subjects": sorted({r.subject for r in test}),
+                  "n_train_images": len(train), "n_test_images": len(test)},
+        "results": results, "wilcoxon": tests,
+    }
+    result["markdown"] = table2_markdown(result)
+    result["wall_time_s"] = round(time.perf_counter() - t0, 2)
+    jsonable(result)
+    if out_dir is not None:
+        result["files"] = write_outputs("segmentation", result, result["markdown"], out_dir, profile, seeds[0],
+                                        str(dev), result["wall_time_s"], result["data"])
+    return result
+
+
+def _wilcoxon_tests(per_method: dict) -> dict:
+    pairs = [(m, "none") for m in ("bigaug", "elastic", "drdm") if m in per_method and "none" in per_method]
+    if "drdm" in per_method and "bigaug" in per_method:
+        pairs.append(("drdm", "bigaug"))
+    out = {}
+    for a, b in pairs:
+        row = {}
+        for j, (name, _) in enumerate(STRUCTURES):
+            row[name] = {k: wilcoxon(per_method[a][k][:, j], per_method[b][k][:, j]) for k in ("dice", "asd")}
+        row["Average"] = {k: wilcoxon(per_method[a][k].mean(1), per_method[b][k].mean(1)) for k in ("dice", "asd")}
+        out[f"{a}_vs_{b}"] = row
+    return out
+
+
+def table2_markdown(result: dict) -> str:
+    """Table 2's layout (DSC / sensitivity / precision in %, per structure and average),
+    then ASD / HD in voxels, then Wilcoxon p-values."""
+    cols = [n for n, _ in STRUCTURES] + ["Average"]
+    head = ("| #subj/ratio | aug method | " + " | ".join(f"{c} dsc↑ | {c} sns↑ | {c} prec↑" for c in cols) + " |")
+    lines = [head, "|" + "---|" * (2 + 3 * len(cols))]
+    dist = ["| #subj/ratio | aug method | " + " | ".join(f"{c} ASD↓ | {c} HD↓" for c in cols) + " |",
+            "|" + "---|" * (2 + 2 * len(cols))]
+    for key, block in result["results"].items():
+        first = True
+        for m in METHODS:
+            if m not in block["methods"]:
+                continue
+            res = block["methods"][m]
+            cells, dcells = [], []
+            for c in cols:
+                src = res["average"] if c == "Average" else res["structures"][c]
+                cells += [fmt(src[k]["mean"], 1, 100) for k in ("dice", "sens", "prec")]
+                dcells += [fmt(src[k]["mean"], 2) for k in ("asd", "hd")]
+            lead = f"| {key if first else ''} | {METHOD_NAMES[m]} | "
+            lines.append(lead + " | ".join(cells) + " |")
+            dist.append(lead + " | ".join(dcells) + " |")
+            first = False
+    out = ["Segmentation (Table 2 layout): DSC, sensitivity, precision (%) on the test subjects", "",
+           *lines, "", "Surface distances (voxels; mean over test images)", "", *dist]
+    tests = result.get("wilcoxon", {})
+    if any(tests.values()):
+        out += ["", "Paired Wilcoxon signed-rank p-values over test images (DSC / ASD)", "",
+                "| #subj/ratio | comparison | " + " | ".join(cols) + " |", "|" + "---|" * (2 + len(cols))]
+        for key, rows in tests.items():
+            for name, row in rows.items():
+                a, b = name.split("_vs_")
+                out.append(f"| {key} | {METHOD_NAMES[a]} vs {METHOD_NAMES[b]} | "
+                           + " | ".join(f"{fmt_p(row[c]['dice'])} / {fmt_p(row[c]['asd'])}" for c in cols) + " |")
+    if result.get("skipped"):
+        out += [""] + [f"Skipped {m}: {why}" for m, why in result["skipped"].items()]
+    return "\n".join(out)

@@ -1,0 +1,263 @@
+"""DRDM as a MONAI-style dictionary transform: :class:`RandDRDMd`.
+
+One random DRDM deformation (Algorithm 2, :func:`drdm.sampling.deform`) per call,
+applied to every listed key of a sample dict: label keys with the label-safe warp
+(``spatial.warp(..., mode="label")``: no new label values, dtype kept), the others
+with linear interpolation. Arrays are channel-first without a batch axis,
+``(C, H, W)`` or ``(C, H, W, D)``, numpy or torch (MONAI ``MetaTensor`` included,
+its metadata kept); each comes back as the type it came in.
+
+MONAI is optional. When it is installed the class derives from
+``monai.transforms.Randomizable``, so ``Compose(...).set_random_state(seed)`` seeds it
+like any MONAI random transform; without it the class is self-contained.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Hashable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+try:  # optional: become a MONAI Randomizable so Compose.set_random_state reaches us
+    from monai.transforms.transform import Randomizable as _Base
+except ImportError:  # pragma: no cover - exercised in a subprocess test without MONAI
+    _Base = object
+
+__all__ = ["RandDRDMd"]
+
+_MAX_SEED = 2 ** 32
+
+
+class RandDRDMd(_Base):
+    """Deform a sample dict with one random DRDM deformation.
+
+    Args:
+        keys: keys to deform (a string or a sequence); all must share one spatial shape.
+        checkpoint: a drdm training checkpoint or the release's state_dict (path), or a
+            loaded :class:`~drdm.network.DRDMNet`. A path is loaded lazily, once, on the
+            first call (:func:`drdm.sampling_cli.load_network`: weights only, checked).
+        levels: the ``T'`` values; each call draws one uniformly. Must lie in ``[0, T-1]``.
+        prob: probability of deforming; otherwise the dict is returned unchanged.
+        label_keys: keys holding label maps (warped label-safe); keys not listed in
+            ``keys`` are ignored. The network sees the first key that is not a label key.
+        seed: seeds the transform's random state (same as :meth:`set_random_state`).
+        device: where the network runs (``"cpu"``, ``"cuda"``, ...); results return to
+            each array's own device.
+        recover: ``"level"`` (Algorithm 2) or ``"all"`` (see :mod:`drdm.sampling`).
+        spatial_size: the grid the network runs on. ``"network"`` (default): the grid it
+            was trained on (``train_config["image_size"]``, 256 for the release's 2-D
+            weights); ``None``: the data's own grid (sides divisible by 8); or an int /
+            ``ndim`` ints. The network input is resampled there (corner-aligned, linear),
+            min-max normalised to [0, 1], and the field comes back with
+            :func:`drdm.spatial.resize_ddf` (exact for that resampling), in voxels of the data grid.
+        padding_mode: how image keys are read outside the field of view (``"border"`` or
+            ``"zeros"``); label keys always take the smallest label (background) there.
+        allow_missing_keys: skip keys absent from the dict instead of raising ``KeyError``.
+
+    After a call, ``last_ddf`` holds the field applied, ``(ndim, *S)`` in voxels
+    (component i along spatial axis i), or ``None`` when the call left the data as it was.
+
+    Example (``ckpt`` a checkpoint path)::
+
+        t = RandDRDMd(("image", "label"), checkpoint=ckpt, levels=(30, 45), prob=0.8)
+        t.set_random_state(0)
+        out = t({"image": img, "label": lab})     # img (1, H, W) float, lab (1, H, W) int
+    """
+
+    def __init__(self, keys=("image", "label"), checkpoint=None, levels=(30,), prob: float = 1.0,
+                 label_keys=("label",), seed: int | None = None, device="cpu", recover: str = "level",
+                 spatial_size="network", padding_mode: str = "border", allow_missing_keys: bool = False):
+        self.keys = (keys,) if isinstance(keys, (str, bytes)) else tuple(keys)
+        if not self.keys:
+            raise ValueError("keys must name at least one key")
+        self.label_keys = ((label_keys,) if isinstance(label_keys, (str, bytes))
+                           else tuple(label_keys or ()))
+        self.image_keys = tuple(k for k in self.keys if k not in self.label_keys)
+        if not self.image_keys:
+            raise ValueError(f"keys {self.keys} are all label keys; the network needs an image key "
+                             "(one not in label_keys) to look at")
+        levels = (levels,) if np.ndim(levels) == 0 else tuple(levels)
+        if not levels or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 0
+                                 for v in levels):
+            raise ValueError(f"levels must be non-negative integers T', got {levels!r}")
+        self.levels = tuple(int(v) for v in levels)
+        if not 0.0 <= float(prob) <= 1.0:
+            raise ValueError(f"prob must lie in [0, 1], got {prob}")
+        self.prob = float(prob)
+        if recover not in ("level", "all"):
+            raise ValueError(f"recover must be 'level' or 'all', got {recover!r}")
+        self.recover = recover
+        if padding_mode not in ("border", "zeros"):
+            raise ValueError(f"padding_mode must be 'border' or 'zeros', got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        if not (spatial_size is None or spatial_size == "network" or np.ndim(spatial_size) in (0, 1)):
+            raise ValueError(f"spatial_size must be 'network', None, an int or a sequence of ints, "
+                             f"got {spatial_size!r}")
+        self.spatial_size = spatial_size
+        self.device = torch.device(device)
+        self.allow_missing_keys = bool(allow_missing_keys)
+        if checkpoint is None:
+            raise ValueError("checkpoint is required: a checkpoint path or a loaded DRDMNet")
+        if isinstance(checkpoint, torch.nn.Module):
+            if not hasattr(checkpoint, "config") or not hasattr(checkpoint.config, "timesteps"):
+                raise TypeError("checkpoint must be a DRDMNet (or a path), got "
+                                f"{type(checkpoint).__name__}")
+            self._net = checkpoint.to(self.device).eval()
+            self._check_levels()
+            self.checkpoint = None
+        elif isinstance(checkpoint, (str, Path)):
+            self.checkpoint = Path(checkpoint)
+            self._net = None
+        else:
+            raise TypeError(f"checkpoint must be a path or a DRDMNet, got {type(checkpoint).__name__}")
+        self.R = np.random.RandomState()
+        self.last_ddf = None
+        self._do, self._level, self._seed = True, self.levels[0], 0
+        if seed is not None:
+            self.set_random_state(seed)
+
+    # -- randomness (MONAI's protocol: every draw from self.R, in randomize)
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        """Seed the transform (``seed``) or hand it a ``numpy.random.RandomState``; returns self."""
+        if seed is not None:
+            self.R = np.random.RandomState(int(seed) % _MAX_SEED)
+        elif state is not None:
+            if not isinstance(state, np.random.RandomState):
+                raise TypeError(f"state must be None or a numpy.random.RandomState, got {type(state).__name__}")
+            self.R = state
+        else:
+            self.R = np.random.RandomState()
+        return self
+
+    def randomize(self, data=None) -> None:
+        """Draw whether to deform, ``T'`` and the seed of the field (always all three)."""
+        self._do = bool(self.R.rand() < self.prob)
+        self._level = int(self.levels[self.R.randint(len(self.levels))])
+        self._seed = int(self.R.randint(0, 2 ** 31 - 1))
+
+    # -- the network, loaded once
+    @property
+    def net(self):
+        if self._net is None:
+            from .sampling_cli import load_network
+            self._net = load_network(self.checkpoint, self.device)
+            self._check_levels()
+        return self._net
+
+    def _check_levels(self):
+        T = self._net.config.timesteps
+        bad = [v for v in self.levels if v >= T]
+        if bad:
+            raise ValueError(f"levels {bad} out of range: this network has T={T}, so T' must lie in [0, {T - 1}]")
+
+    def _grid(self, spatial) -> tuple[int, ...]:
+        nd = len(spatial)
+        if self.spatial_size is None:
+            size = tuple(spatial)
+        elif self.spatial_size == "network":
+            from .sampling_cli import network_size
+            size = network_size(self.net, nd)
+        else:
+            size = ((int(self.spatial_size),) * nd if np.ndim(self.spatial_size) == 0
+                    else tuple(int(s) for s in self.spatial_size))
+        if len(size) != nd or any(s < 8 or s % 8 for s in size):
+            where = " (the data's own grid; pass spatial_size)" if self.spatial_size is None else ""
+            raise ValueError(f"the network grid {size}{where} must have {nd} sides, each a positive multiple of 8")
+        return size
+
+    # -- applying
+    def _tensor(self, key, value, nd) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            t = value.as_tensor() if hasattr(value, "as_tensor") else value
+        elif isinstance(value, np.ndarray):
+            t = torch.from_numpy(np.ascontiguousarray(value))
+        else:
+            raise TypeError(f"data[{key!r}] must be a numpy array or torch tensor, got {type(value).__name__}")
+        if t.dim() != nd + 1:
+            hint = " (add a channel axis, e.g. EnsureChannelFirstd)" if t.dim() == nd else ""
+            raise ValueError(f"data[{key!r}] must be channel-first (C, {', '.join('HWD'[:nd])}) for this "
+                             f"{nd}-D network, no batch axis; got shape {tuple(t.shape)}{hint}")
+        return t
+
+    @staticmethod
+    def _restore(original, result: torch.Tensor):
+        if isinstance(original, np.ndarray):
+            return result.cpu().numpy()
+        result = result.to(original.device)
+        if type(original) is not torch.Tensor:          # a subclass (MetaTensor): keep its metadata
+            out = original.clone()
+            if out.dtype != result.dtype:
+                out = out.to(result.dtype)
+            with torch.no_grad():
+                out.copy_(result)
+            return out
+        return result
+
+    def __call__(self, data: Mapping[Hashable, object], randomize: bool = True) -> dict:
+        from . import spatial
+        from .sampling import deform
+        if not isinstance(data, Mapping):
+            raise TypeError(f"RandDRDMd takes a dict of arrays, got {type(data).__name__}")
+        d = dict(data)
+        missing = [k for k in self.keys if k not in d]
+        if missing and not self.allow_missing_keys:
+            raise KeyError(f"keys {missing} not in the data (has {list(d)}); pass allow_missing_keys=True to skip them")
+        if randomize:
+            self.randomize(d)
+        self.last_ddf = None
+        if not self._do:
+            return d
+        net = self.net
+        nd = net.config.ndim
+        present = [k for k in self.keys if k in d]
+        ref_key = next((k for k in self.image_keys if k in d), None)
+        if ref_key is None:
+            raise KeyError(f"none of the image keys {self.image_keys} is in the data; the network needs one")
+        tensors = {k: self._tensor(k, d[k], nd) for k in present}
+        S = tuple(tensors[ref_key].shape[1:])
+        for k, t in tensors.items():
+            if tuple(t.shape[1:]) != S:
+                raise ValueError(f"data[{k!r}] has spatial shape {tuple(t.shape[1:])}, but data[{ref_key!r}] has "
+                                 f"{S}; all keys must share one grid")
+        if min(S) < 2:
+            raise ValueError(f"data[{ref_key!r}] spatial shape {S} needs at least 2 voxels per axis")
+
+        # the network's view: one channel set, on its grid, in [0, 1]
+        x = tensors[ref_key].to(self.device, torch.float32)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(f"data[{ref_key!r}] contains NaN or Inf values")
+        cin = net.config.in_channels
+        if x.shape[0] != cin:
+            if cin != 1:
+                raise ValueError(f"data[{ref_key!r}] has {x.shape[0]} channels; the network takes {cin}")
+            x = x.mean(0, keepdim=True)                       # (1, *S)
+        size = self._grid(S)
+        x = x[None]                                           # (1, C, *S)
+        if size != S:
+            x = F.interpolate(x, size=size, mode="bilinear" if nd == 2 else "trilinear", align_corners=True)
+        lo, hi = x.amin(), x.amax()
+        x = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
+        g = torch.Generator(self.device).manual_seed(self._seed)
+        ddf = deform(net, x, self._level, generator=g, recover=self.recover).ddf      # (1, nd, *size)
+        if size != S:
+            ddf = spatial.resize_ddf(ddf, S)                                           # (1, nd, *S), data voxels
+        self.last_ddf = ddf[0].cpu()
+
+        for k, t in tensors.items():
+            if k in self.label_keys:
+                lab = t.to(self.device)
+                try:
+                    out = spatial.warp(lab[None], ddf.to(torch.float32 if not lab.is_floating_point() else lab.dtype),
+                                       mode="label")[0]
+                except ValueError as e:
+                    raise ValueError(f"data[{k!r}]: {e}") from None
+            else:
+                img = t.to(self.device)
+                if not img.is_floating_point():
+                    img = img.float()
+                out = spatial.warp(img[None], ddf.to(img.dtype), mode="linear",
+                                   padding_mode=self.padding_mode)[0]
+            d[k] = self._restore(d[k], out)
+        return d
