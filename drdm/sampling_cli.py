@@ -77,8 +77,12 @@ def _line(exc: BaseException) -> str:
 
 def load_network(path, device="cpu"):
     """Our checkpoint or the release's state_dict, via :func:`drdm.training.load_model`
-    (which refuses pickles, malformed files and non-float or non-finite weights)."""
+    (which refuses pickles, malformed files and non-float or non-finite weights).
+    A shipped model's name (``phantom2d``) is accepted too."""
+    from .pretrained import PRETRAINED, pretrained_path
     from .training import load_model
+    if str(path) in PRETRAINED and not Path(path).exists():
+        path = pretrained_path(str(path))
     return load_model(path, device)
 
 
@@ -747,7 +751,7 @@ def add_commands(subparsers, levels_type, positive_type) -> None:
     """Register ``augment``, ``synth`` and ``table1`` on ``drdm``'s sub-parsers."""
     def common(p, size_help="network grid side (default: the grid the network was trained on; 256 for the "
                             "release's 2-D weights)"):
-        p.add_argument("--checkpoint", required=True, help="our training checkpoint or the release's state_dict (.pth)")
+        p.add_argument("--checkpoint", required=True, help="our training checkpoint, the release's state_dict (.pth), or a shipped model name (phantom2d)")
         p.add_argument("--seed", type=_nonneg, default=0, help="run seed; each sample gets its own stream (default 0)")
         p.add_argument("--recover", choices=("level", "all"), default="level",
                        help="recovery steps: T'-1..0 (Algorithm 2, default) or all T-1..0 (the release's script)")
