@@ -35,6 +35,8 @@ book: results
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/forward_fields.py
+	$(PY) benchmarks/sampling.py
+	$(PY) benchmarks/training.py
 
 clean:
 	rm -rf _build book/_executed

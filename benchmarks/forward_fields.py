@@ -86,6 +86,15 @@ def main(argv=None):
         label = f"drdm {reading}" + (f" ({integ})" if reading == "official" else "") + f" t={t}"
         rows.append({"case": label, "size": f"{size}^{ndim}", "batch": batch, "fields_per_s": r,
                      "ratio_vs_monai": (r / peers[ndim]) if peers.get(ndim) else None})
+    scaling = []
+    if not args.quick:
+        for ndim, sizes, integ in ((2, (64, 128, 256), "euler"), (3, (32, 64, 128), "squaring")):
+            for size in sizes:
+                r = rate(drdm_case(ndim, size, "official", 79, 1, integ), 1, 1.0)
+                scaling.append({"ndim": ndim, "size": size, "t": 79, "integration": integ, "fields_per_s": r})
+        for t in (10, 30, 50, 79):
+            r = rate(drdm_case(2, 256, "official", t, 1, "euler"), 1, 1.0)
+            scaling.append({"ndim": 2, "size": 256, "t": t, "integration": "euler", "fields_per_s": r})
     print(f"{'case':38s} {'size':>8s} {'batch':>5s} {'fields/s':>9s} {'x MONAI':>8s}")
     for r in rows:
         fps = f"{r['fields_per_s']:.2f}" if r["fields_per_s"] else "-"
@@ -99,7 +108,9 @@ def main(argv=None):
         print(f"target: official 2-D 256^2 t=80 fields >= 2x MONAI Rand2DElastic: best {best:.2f}x ({verdict})")
     out = repo_root() / "results" / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"rows": rows, "threads": 1, "quick": args.quick, "commit": git_commit(),
+    for r in scaling:
+        print(f"scaling: {r['ndim']}-D {r['size']} t={r['t']} ({r['integration']}): {r['fields_per_s']:.2f} fields/s")
+    doc = {"rows": rows, "scaling": scaling, "threads": 1, "quick": args.quick, "commit": git_commit(),
            "machine": platform.processor() or platform.machine(), "torch": torch.__version__}
     (out / "forward_fields.json").write_text(json.dumps(doc, indent=1) + "\n")
 

@@ -1,0 +1,42 @@
+"""Shared helpers for the benchmark scripts: timing loops, peak memory, result files."""
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import time
+
+import torch
+
+from drdm.provenance import git_commit, repo_root
+
+
+def rate(fn, items_per_call: int, min_time: float, min_calls: int = 2) -> float:
+    """Items per second of ``fn`` after one warm-up call, timed for at least ``min_time`` s."""
+    fn()
+    n, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        dt = time.perf_counter() - t0
+        if dt >= min_time and n >= min_calls:
+            return n * items_per_call / dt
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (MiB, Linux ru_maxrss is KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return platform.processor() or platform.machine()
+
+
+def write(name: str, doc: dict) -> None:
+    out = repo_root() / "results" / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    doc = {**doc, "commit": git_commit(), "torch": torch.__version__}
+    (out / f"{name}.json").write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"wrote results/bench/{name}.json")
