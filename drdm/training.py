@@ -126,6 +126,9 @@ def _atomic_save(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)           # mkstemp creates 0600; checkpoints are ordinary files
     try:
         torch.save(obj, tmp)
         with open(tmp, "rb") as f:
