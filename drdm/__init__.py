@@ -4,6 +4,8 @@ Modules: :mod:`drdm.spatial` (warp, compose, Jacobian, units),
 :mod:`drdm.diffusion` (the forward process, paper and official readings),
 :mod:`drdm.network`, :mod:`drdm.losses`, :mod:`drdm.training` (Algorithm 1),
 :mod:`drdm.sampling` (Algorithms 2-4, Table 1), :mod:`drdm.data`, :mod:`drdm.phantoms`,
+:mod:`drdm.metrics`, :mod:`drdm.baselines` (BigAug, elastic, MRBS), :mod:`drdm.tasks` (Tables 2, 3),
+:mod:`drdm.transforms` (RandDRDMd),
 :mod:`drdm.viz` (figures), :mod:`drdm.provenance` (result files).
 """
 from . import diffusion, network, spatial

@@ -77,13 +77,17 @@ def _line(exc: BaseException) -> str:
 
 def load_network(path, device="cpu"):
     """Our checkpoint or the release's state_dict, via :func:`drdm.training.load_model`
-    (which refuses pickles, malformed files and non-float or non-finite weights).
-    A shipped model's name (``phantom2d``) is accepted too."""
-    from .pretrained import PRETRAINED, pretrained_path
+    (which refuses pickles, malformed files and non-float or non-finite weights)."""
     from .training import load_model
-    if str(path) in PRETRAINED and not Path(path).exists():
-        path = pretrained_path(str(path))
     return load_model(path, device)
+
+
+def resolve_checkpoint(path) -> Path:
+    """A checkpoint path, or a shipped model's name (``phantom2d``) turned into its path."""
+    from .pretrained import PRETRAINED, pretrained_path
+    if str(path) in PRETRAINED and not Path(path).exists():
+        return pretrained_path(str(path))
+    return Path(path)
 
 
 def network_size(net, ndim: int | None = None) -> tuple[int, ...]:
@@ -391,6 +395,7 @@ def _device(name: str) -> torch.device:
 def _setup(args):
     """Network, inputs and the network grid, with every check done before writing."""
     device = _device(args.device)
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     net = load_network(args.checkpoint, device)
     inputs = Inputs(args.image, args.label)
     if inputs.ndim != net.config.ndim:
@@ -671,6 +676,7 @@ def cmd_table1(args) -> int:
     out_csv = _check_out_file(args.csv, args.overwrite)
     if out_json is not None and out_csv is not None and out_json.resolve() == out_csv.resolve():
         raise ValueError("--out and --csv name the same file")
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
     net = load_network(args.checkpoint, device)
     _check_levels(args.levels, net.config.timesteps)
     nd = net.config.ndim

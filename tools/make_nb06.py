@@ -36,11 +36,11 @@ image = ""                 # path to your NIfTI image (empty: a phantom)
 label = ""                 # path to its label map (empty: the phantom labels, or none)
 levels = [20, 40]          # T' values
 n = 3                      # samples per level
-work_dir = ""              # where outputs go (empty: a temporary folder)
+work_dir = "runs/nb06"     # where outputs go (emptied first; runs/ is not tracked by git)
 out_dir = "results"
 """, tags=["parameters"])
 code("""
-import json, tempfile, numpy as np, nibabel as nib, matplotlib.pyplot as plt
+import json, shutil, numpy as np, nibabel as nib, matplotlib.pyplot as plt
 from pathlib import Path
 from drdm import phantoms
 from drdm.cli import main as drdm_cli
@@ -48,14 +48,17 @@ from drdm.data import save_nifti
 from drdm.provenance import Timer, repo_root, save_results
 
 timer = Timer()
-work = Path(work_dir or tempfile.mkdtemp(prefix="drdm_nb06_"))
+work = Path(work_dir)
+shutil.rmtree(work, ignore_errors=True)
+work.mkdir(parents=True)
 if not image:
     img, lab = phantoms.cardiac_phantom(seed + 123, 96)
     affine = np.diag([1.4, 1.2, 8.0, 1.0]); affine[:3, 3] = [-60.0, -50.0, 12.0]   # mm, anisotropic
     image, label = str(work / "case.nii.gz"), str(work / "case_gt.nii.gz")
     save_nifti(image, img[..., None], affine, overwrite=True)
     save_nifti(label, lab[..., None], affine, label=True, overwrite=True)
-print("input:", image, nib.load(image).shape, "spacing", nib.load(image).header.get_zooms())
+print("input:", Path(image).name, nib.load(image).shape, "spacing (mm)",
+      tuple(float(z) for z in nib.load(image).header.get_zooms()))
 """)
 md("The command line (the same as `drdm augment ...` in a shell):")
 code("""

@@ -15,7 +15,7 @@ import torch
 
 log = logging.getLogger("drdm.tasks")
 
-#: where :func:`resolve_checkpoint` looks when no checkpoint is given (after ``drdm.weights``)
+#: where :func:`resolve_checkpoint` looks last when no checkpoint is given
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
@@ -53,7 +53,8 @@ def resolve_checkpoint(checkpoint, ndim: int) -> tuple[Path | None, str | None]:
     """``(path, None)`` for a usable DRDM checkpoint, or ``(None, reason)``.
 
     Order: the ``checkpoint`` argument (must exist, else ``FileNotFoundError``);
-    ``drdm.weights.default_checkpoint(ndim)`` when that module and function exist;
+    a model shipped with the package (:mod:`drdm.pretrained`, a name ending in
+    ``"{ndim}d"``, e.g. ``phantom2d``) when its file is installed;
     ``drdm/weights/drdm_{ndim}d.pth`` (:data:`WEIGHTS_DIR`).
     """
     if checkpoint is not None:
@@ -61,25 +62,23 @@ def resolve_checkpoint(checkpoint, ndim: int) -> tuple[Path | None, str | None]:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such DRDM checkpoint")
         return path, None
+    tried = []
     try:
-        import importlib
-        weights = importlib.import_module("drdm.weights")
+        from .. import pretrained
     except ImportError:
-        weights = None
-    fn = getattr(weights, "default_checkpoint", None)
-    if callable(fn):
+        pretrained = None
+    for name in sorted(getattr(pretrained, "PRETRAINED", {})):
+        if not name.endswith(f"{ndim}d"):
+            continue
         try:
-            found = fn(ndim)
-        except Exception as e:          # a weights helper must not break the task; report why
-            found = None
-            log.warning("drdm.weights.default_checkpoint(%d) failed: %s", ndim, e)
-        if found is not None and Path(found).is_file():
-            return Path(found), None
+            return Path(pretrained.pretrained_path(name)), None
+        except (FileNotFoundError, ValueError) as e:
+            tried.append(f"drdm.pretrained {name!r} ({e})")
     default = WEIGHTS_DIR / f"drdm_{ndim}d.pth"
     if default.is_file():
         return default, None
-    return None, (f"no DRDM checkpoint: pass drdm_checkpoint=..., or provide "
-                  f"drdm.weights.default_checkpoint({ndim}) or {default}")
+    tried.append(str(default))
+    return None, f"no {ndim}-D DRDM checkpoint: pass drdm_checkpoint=... (looked for {'; '.join(tried)})"
 
 
 def load_drdm(checkpoint, ndim: int, device) -> tuple[object | None, str | None, str | None]:

@@ -219,11 +219,15 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
             dd.append(syn)
         elif method == "drdm":
             from ..sampling import registration_pairs
-            levels = [prof.drdm_pairs[k % len(prof.drdm_pairs)] for k in range(n)]
-            for item in registration_pairs(net, img.to(device), levels, generator=g):
-                mv.append(item["moving"].cpu())
-                fx.append(item["fixed"].cpu())
-                dd.append(item["ddf"].cpu())
+            counts = [sum(1 for k in range(n) if k % len(prof.drdm_pairs) == j) for j in range(len(prof.drdm_pairs))]
+            for pair, c in zip(prof.drdm_pairs, counts):       # copies of one level pair as one batch
+                if c == 0:
+                    continue
+                src = img.to(device).expand(c, *img.shape[1:])
+                for item in registration_pairs(net, src, [tuple(pair)], generator=g):
+                    mv.append(item["moving"].cpu())
+                    fx.append(item["fixed"].cpu())
+                    dd.append(item["ddf"].cpu())
         else:
             raise ValueError(f"synthesis must be 'mrbs' or 'drdm', got {method!r}")
     return torch.cat(mv), torch.cat(fx), torch.cat(dd)
@@ -329,7 +333,8 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
             ``"thorax3d"`` (3-D thorax phantoms, two lung masks), or a list of
             :class:`drdm.data.Record` with label maps (preprocessed to ``size``).
         synthesis: subset of :data:`SYNTHESIS`; ``"drdm"`` needs a checkpoint of the
-            data's dimension (argument, ``drdm.weights``, ``drdm/weights/drdm_{2,3}d.pth``)
+            data's dimension (the argument, else :mod:`drdm.pretrained`'s ``phantom2d`` for 2-D data,
+            else ``drdm/weights/drdm_{2,3}d.pth``; see :func:`drdm.tasks._common.resolve_checkpoint`)
             and is skipped with a logged reason otherwise.
         finetune: which of "no fine-tuning" / "unsupervised fine-tuning on real pairs" to run.
         seeds: network init, batches and synthetic draws.

@@ -179,7 +179,9 @@ class SegProfile:
         drdm_levels: ``T'`` values for Algorithm 3 (copies spread evenly over them).
         steps, batch, lr, lr_final: optimisation (paper: Adam 1e-3, exponential decay, batch 64).
         features, norm: the U-Net; ``ci``/``cpu`` add batch normalisation so that a few hundred
-            steps converge (the paper's U-Net, used by ``gpu``, has none). seeds: default training seeds. threads: torch threads (None: as is).
+            steps converge (the paper's U-Net, used by ``gpu``, has none). seeds: default training seeds.
+        threads: torch intra-op threads during the run (``None``: unchanged). ``ci`` uses 1: its
+            tensors are tiny, and 2 threads on a busy 2-core machine ran 9x slower.
     """
     size: int = 32
     n_subjects: int = 8
@@ -196,17 +198,17 @@ class SegProfile:
     features: tuple = (16, 32, 64)
     norm: str | None = "batch"
     seeds: tuple = (0,)
-    threads: int | None = None
+    threads: int | None = 1
 
 
 PROFILES = {
     "ci": SegProfile(),
     "cpu": SegProfile(size=64, n_subjects=40, ratios=(0.05, 0.2, 0.5, 1.0), n_aug=8, drdm_levels=(20, 40),
-                      steps=600, batch=16, features=(16, 32, 64, 128)),
+                      steps=600, batch=16, features=(16, 32, 64, 128), threads=None),
     # the paper's plain U-Net (no normalisation) at paper scale
     "gpu": SegProfile(size=128, n_subjects=200, ratios=(0.05, 0.2, 0.5, 1.0), n_aug=32,
                       drdm_levels=(30, 40, 50, 60), steps=6000, batch=64, features=(32, 64, 128, 256, 512),
-                      norm=None, seeds=(0, 1, 2)),
+                      norm=None, seeds=(0, 1, 2), threads=None),
 }
 
 
@@ -289,7 +291,8 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
             everything is preprocessed to ``size``).
         ratios: labelled fractions of the training subjects (default: the profile's).
         methods: subset of :data:`METHODS`. ``"drdm"`` needs a 2-D checkpoint: the
-            argument, else ``drdm.weights`` / ``drdm/weights/drdm_2d.pth``; without one
+            argument, else the shipped ``phantom2d`` model (:mod:`drdm.pretrained`), else
+            ``drdm/weights/drdm_2d.pth``; without one
             it is skipped and the reason is logged and stored under ``"skipped"``.
         seeds: training seeds (network init, batches, augmentation draws).
         out_dir: if given, ``<out_dir>/<profile>/segmentation.json`` (+ provenance) and ``.md``.

@@ -1,0 +1,223 @@
+"""drdm.tasks: the ci profiles run end to end, splits never leak, the models learn."""
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from drdm import spatial
+from drdm.data import ACDC_CONVENTION, Record
+from drdm.tasks import _common, registration as R, segmentation as S
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def drdm_ckpt(tmp_path_factory):
+    """Untrained 2-D and 3-D DRDM checkpoints: enough to exercise the drdm code paths."""
+    from drdm.network import DRDMNet
+    from drdm.training import TrainConfig, save_checkpoint
+    out = {}
+    for ndim, size in ((2, 32), (3, 24)):
+        cfg = TrainConfig(ndim=ndim, image_size=size, device="cpu")
+        torch.manual_seed(0)
+        out[ndim] = save_checkpoint(tmp_path_factory.mktemp("ck") / f"drdm_{ndim}d.pth", DRDMNet(cfg.network()), cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def seg_ci(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("results")
+    t0 = time.perf_counter()
+    res = S.run_segmentation("ci", out_dir=out)
+    return res, time.perf_counter() - t0, out
+
+
+@pytest.fixture(scope="module")
+def reg_ci(tmp_path_factory):
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("results")
+    t0 = time.perf_counter()
+    res = R.run_registration("ci", out_dir=out)
+    return res, time.perf_counter() - t0, out
+
+
+# ---------------------------------------------------------------- segmentation
+
+def test_segmentation_ci_end_to_end(seg_ci):
+    res, wall, out = seg_ci
+    assert wall < 120, f"ci profile took {wall:.0f} s"
+    json.dumps(res, allow_nan=False)
+    assert set(res["results"]) == {"2/50%", "4/100%"}
+    drdm = _common.resolve_checkpoint(None, 2)[0] is not None       # a shipped model, once trained
+    assert ("drdm" in res["skipped"]) != drdm
+    for block in res["results"].values():
+        assert set(block["methods"]) == {"none", "bigaug", "elastic"} | ({"drdm"} if drdm else set())
+        for m in block["methods"].values():
+            for name in ("LV", "RV", "Myo"):
+                for k in ("dice", "sens", "prec"):
+                    assert 0 <= m["structures"][name][k]["mean"] <= 1
+                assert np.isfinite(m["structures"][name]["asd"]["mean"])
+            assert len(m["per_image"]["dice"]["LV"]) == res["split"]["n_test_images"]
+        assert {"bigaug_vs_none", "elastic_vs_none"} <= set(res["wilcoxon"][next(iter(res["wilcoxon"]))])
+    md = res["markdown"]
+    assert "| #subj/ratio | aug method | LV dsc↑ | LV sns↑ | LV prec↑ | RV dsc↑" in md
+    assert "| 2/50% | N/A |" in md and "|  | BigAug |" in md and ("|  | DRDM |" in md) == drdm
+    saved = json.loads((out / "ci" / "segmentation.json").read_text())
+    assert saved["numbers"]["results"].keys() == res["results"].keys()
+    assert (out / "ci" / "segmentation.md").read_text().startswith("Segmentation")
+
+
+def test_segmentation_split_never_leaks(seg_ci):
+    res, _, _ = seg_ci
+    train, test = set(res["split"]["train_subjects"]), set(res["split"]["test_subjects"])
+    assert train and test and not train & test
+    # both phases of a subject stay together; and the assertion fires on a leaking split
+    recs = _common.phantom_records("cardiac", 6, 32, 0, ("ED", "ES"))
+    tr, te = _common.split_subjects(recs, 0.5, seed=3)
+    assert not {r.subject for r in tr} & {r.subject for r in te}
+    assert len(tr) % 2 == 0 and len(te) % 2 == 0
+
+
+def test_segmentation_drdm_path_and_records(drdm_ckpt):
+    # 3-D "volumes" of two phantom slices per subject, passed as records: sliced, preprocessed,
+    # split by subject; DRDM augmentation runs from a checkpoint
+    recs = []
+    from drdm.phantoms import cardiac_phantom
+    for k in range(4):
+        i0, l0 = cardiac_phantom(50 + k, 40)
+        i1, l1 = cardiac_phantom(50 + k, 40, "ES")
+        recs.append(Record(np.stack([i0, i1], -1), np.stack([l0, l1], -1).astype(np.int16), (1.5, 1.5, 8.0),
+                           np.eye(4), f"p{k}", "ED", "test", ACDC_CONVENTION, "", {}))
+    res = S.run_segmentation("ci", data=recs, ratios=(1.0,), methods=("none", "drdm"),
+                             drdm_checkpoint=drdm_ckpt[2], steps=5, n_aug=2, drdm_levels=(3,))
+    assert res["skipped"] == {} and res["drdm_checkpoint"] == str(drdm_ckpt[2])
+    assert set(res["results"]["2/100%"]["methods"]) == {"none", "drdm"}
+    assert res["split"]["n_train_images"] == 4 and res["split"]["n_test_images"] == 4
+    assert "| 2/100% | N/A |" in res["markdown"] and "|  | DRDM |" in res["markdown"]
+    with pytest.raises(ValueError, match="outside"):
+        S.run_segmentation("ci", methods=("drdm",), drdm_checkpoint=drdm_ckpt[2], drdm_levels=(80,))
+    with pytest.raises(FileNotFoundError):
+        S.run_segmentation("ci", methods=("drdm",), drdm_checkpoint="/nonexistent.pth")
+    with pytest.raises(TypeError, match="unknown profile option"):
+        S.run_segmentation("ci", stepz=3)
+
+
+def test_checkpoint_resolution_order(tmp_path, monkeypatch, drdm_ckpt):
+    from drdm import pretrained
+    assert _common.resolve_checkpoint(drdm_ckpt[2], 2) == (drdm_ckpt[2], None)
+    monkeypatch.setattr(pretrained, "PRETRAINED", {"phantom2d": "x.pth"})
+    monkeypatch.setattr(pretrained, "pretrained_path", lambda name: drdm_ckpt[2])
+    assert _common.resolve_checkpoint(None, 2) == (drdm_ckpt[2], None)          # the shipped 2-D model
+    monkeypatch.setattr(_common, "WEIGHTS_DIR", tmp_path)
+    path, reason = _common.resolve_checkpoint(None, 3)
+    assert path is None and "no 3-D DRDM checkpoint" in reason and str(tmp_path) in reason
+    (tmp_path / "drdm_3d.pth").write_bytes(drdm_ckpt[3].read_bytes())
+    assert _common.resolve_checkpoint(None, 3) == (tmp_path / "drdm_3d.pth", None)
+    net, path, reason = _common.load_drdm(None, 3, "cpu")
+    assert net.config.ndim == 3 and reason is None
+
+
+def test_drdm_augmentation_is_label_safe(drdm_ckpt):
+    from drdm.phantoms import cardiac_dataset
+    from drdm.training import load_model
+    img, lab, _ = cardiac_dataset(1, 32)
+    x, y = S.make_augmented("drdm", img, lab, 3, 0, net=load_model(drdm_ckpt[2]), levels=(2, 3))
+    assert x.shape == (3, 1, 32, 32) and y.dtype == lab.dtype
+    assert set(y.unique().tolist()) <= set(lab.unique().tolist())
+
+
+def test_segmentation_reaches_a_reasonable_dice():
+    """Reduced version of '100 % of the subjects': 8 training subjects (ED+ES), 32 px, 200 steps."""
+    recs = _common.phantom_records("cardiac", 12, 32, 1000, ("ED", "ES"))
+    x, y = _common.to_tensors(recs[:16])
+    xt, yt = _common.to_tensors(recs[16:])
+    model = S.train_segmenter(x, y, steps=200, batch=8, features=(16, 32, 64), norm="batch", seed=0)
+    dice = S._score(S.predict(model, xt), yt)["dice"]
+    assert dice.mean() > 0.6, dice.mean(0)
+
+
+def test_unet_shapes_and_bce():
+    for ndim, shape in ((2, (21, 18)), (3, (9, 12, 10))):
+        net = S.UNet(ndim, 1, 4, (4, 8, 8))
+        out = net(torch.rand(2, 1, *shape))
+        assert out.shape == (2, 4, *shape)
+    logits = torch.randn(2, 4, 5, 6)
+    label = torch.randint(0, 4, (2, 1, 5, 6))
+    onehot = torch.nn.functional.one_hot(label[:, 0], 4).movedim(-1, 1).float()
+    p = torch.sigmoid(logits)
+    manual = -(onehot * p.log() + (1 - onehot) * (1 - p).log()).sum(1).mean()
+    torch.testing.assert_close(S.bce_loss(logits, label, 4), manual)
+
+
+# ---------------------------------------------------------------- registration
+
+def test_registration_ci_end_to_end(reg_ci):
+    res, wall, out = reg_ci
+    assert wall < 120, f"ci profile took {wall:.0f} s"
+    json.dumps(res, allow_nan=False)
+    drdm = {"drdm/synthetic", "drdm/real"} if _common.resolve_checkpoint(None, 2)[0] is not None else set()
+    assert set(res["rows"]) == {"none/synthetic", "none/real", "mrbs/synthetic", "mrbs/real"} | drdm
+    assert res["rows"]["none/synthetic"]["negj_permille"] is None           # identity: no field
+    assert res["rows"]["mrbs/synthetic"]["negj_permille"]["mean"] >= 0
+    assert ("drdm" in res["skipped"]) != bool(drdm)
+    train, test = set(res["split"]["train_subjects"]), set(res["split"]["test_subjects"])
+    assert train and test and not train & test
+    md = res["markdown"]
+    assert "| synth method | real train | DSC↑ (%) | ASD↓ (vox) | HD↓ (vox) |" in md
+    assert "| N/A | × |" in md and "| MRBS | ✓ |" in md
+    assert (out / "ci" / "registration.json").exists()
+
+
+def test_mrbs_pretraining_beats_no_registration(reg_ci):
+    rows = reg_ci[0]["rows"]
+    none, mrbs = rows["none/synthetic"], rows["mrbs/synthetic"]
+    assert mrbs["dice"]["mean"] > none["dice"]["mean"] + 0.02
+    assert mrbs["asd"]["mean"] < none["asd"]["mean"]
+    assert rows["none/real"]["dice"]["mean"] > none["dice"]["mean"]
+
+
+def test_registration_3d_and_drdm_paths(drdm_ckpt):
+    res = R.run_registration("ci", data="thorax3d", synthesis=("none", "mrbs", "drdm"), finetune=(False,),
+                             drdm_checkpoint=drdm_ckpt[3], n_synth=1, pretrain_steps=3, drdm_pairs=((1, 0),))
+    assert res["ndim"] == 3 and res["labels"] == [1, 2] and res["skipped"] == {}
+    assert set(res["rows"]) == {"none/synthetic", "mrbs/synthetic", "drdm/synthetic"}
+    assert "drdm/synthetic vs mrbs/synthetic" in res["wilcoxon"]
+    # a 2-D checkpoint for 3-D data is skipped with its reason
+    res = R.run_registration("ci", data="thorax3d", synthesis=("drdm",), finetune=(False,),
+                             drdm_checkpoint=drdm_ckpt[2])
+    assert "2-D DRDM network" in res["skipped"]["drdm"] and res["rows"] == {}
+
+
+def test_synthetic_pairs_follow_the_pull_back_convention(drdm_ckpt):
+    from drdm.training import load_model
+    imgs = _common.to_tensors(_common.phantom_records("cardiac", 2, 32, 0))[0]
+    prof = R.PROFILES["ci"]
+    for method, net in (("mrbs", None), ("drdm", load_model(drdm_ckpt[2]))):
+        mv, fx, dd = R.synthetic_pairs(method, imgs, 2, 0, _common.apply_overrides(prof, {"drdm_pairs": ((2, 2),)}),
+                                       net=net)
+        assert mv.shape == fx.shape == (4, 1, 32, 32) and dd.shape == (4, 2, 32, 32)
+        if method == "mrbs":
+            err = (spatial.warp(mv, dd) - fx).abs().mean() / fx.abs().mean()
+            assert err < 0.1, err
+
+
+def test_voxelmorph_shapes_init_and_losses():
+    for ndim, shape in ((2, (20, 27)), (3, (12, 10, 9))):
+        net = R.VoxelMorph(ndim, 1, (8, 8, 8), (8, 8, 8), (8,))
+        u = net(torch.rand(2, 1, *shape), torch.rand(2, 1, *shape))
+        assert u.shape == (2, ndim, *shape)
+        assert u.abs().max() < 1e-2                                           # starts near the identity
+    x = spatial.identity_grid((6, 7), dtype=torch.float32)[None]
+    assert R.gradient_l1(0.5 * x).item() == pytest.approx(0.5)                # 0.25 per axis, summed
+    assert R.gradient_l2(0.5 * x).item() == pytest.approx(0.125)
+    assert R.register(None, torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)).abs().sum() == 0
