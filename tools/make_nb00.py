@@ -81,6 +81,6 @@ stats = {"subjects": 20, "all_four_labels": all(p == [0, 1, 2, 3] for p in prese
          "myo_area_px_mean": float((labs == 2).sum((1, 2, 3)).float().mean()),
          "mnms_subjects_shown": len(real)}
 print(stats)
-save_results("00_data", stats, profile=profile, seed=seed, device=device, wall_time_s=timer.elapsed, out_dir=out_dir)
+_ = save_results("00_data", stats, profile=profile, seed=seed, device=device, wall_time_s=timer.elapsed, out_dir=out_dir)
 """, tags=["nbval-check-output"])
 nb.write("notebooks/00_data.ipynb")

@@ -48,7 +48,7 @@ from drdm.data import save_nifti
 from drdm.provenance import Timer, repo_root, save_results
 
 timer = Timer()
-work = Path(work_dir)
+work = Path(work_dir) if Path(work_dir).is_absolute() else repo_root() / work_dir
 shutil.rmtree(work, ignore_errors=True)
 work.mkdir(parents=True)
 if not image:
@@ -100,7 +100,7 @@ lab_ok = all(set(np.unique(np.asarray(nib.load(work / "aug" / o["files"]["label"
 ddf = nib.load(work / "aug" / first["ddf"])
 print(f"affine kept: {same_affine}; label sets within the input's: {lab_ok}; "
       f"DDF shape {ddf.shape}, intent {ddf.header.get_intent()[0]}")
-save_results("06_your_data", {"outputs": len(outs), "affine_kept": same_affine, "labels_safe": lab_ok,
+_ = save_results("06_your_data", {"outputs": len(outs), "affine_kept": same_affine, "labels_safe": lab_ok,
              "metrics": [o.get("metrics") for o in outs]}, profile=profile, seed=seed, device=device,
              wall_time_s=timer.elapsed, out_dir=out_dir)
 """, tags=["nbval-check-output"])

@@ -77,7 +77,7 @@ def resolve_checkpoint(checkpoint, ndim: int) -> tuple[Path | None, str | None]:
     default = WEIGHTS_DIR / f"drdm_{ndim}d.pth"
     if default.is_file():
         return default, None
-    tried.append(str(default))
+    tried.append(f"drdm/weights/{default.name}")
     return None, f"no {ndim}-D DRDM checkpoint: pass drdm_checkpoint=... (looked for {'; '.join(tried)})"
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -413,7 +414,7 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
         "data": data if isinstance(data, str) else "records", "ndim": ndim,
         "config": {**asdict(prof), "seeds": list(seeds), "synthesis": list(synthesis),
                    "finetune": list(finetune_opts)},
-        "device": str(dev), "drdm_checkpoint": ckpt, "skipped": skipped, "labels": labels,
+        "device": str(dev), "drdm_checkpoint": None if ckpt is None else Path(str(ckpt)).name, "skipped": skipped, "labels": labels,
         "split": {"train_subjects": sorted(set(tr_subj)), "test_subjects": sorted(set(te_subj)),
                   "n_test_pairs": len(pairs)},
         "rows": {k: _row_summary(v) for k, v in rows.items()},

@@ -25,6 +25,7 @@ Protocol (:func:`run_segmentation`):
 from __future__ import annotations
 
 import math
+from pathlib import Path
 import time
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -373,7 +374,7 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
     result = {
         "task": "segmentation", "profile": profile, "data": "phantom" if isinstance(data, str) else "records",
         "config": {**asdict(prof), "ratios": list(ratios), "seeds": list(seeds), "methods": list(methods)},
-        "device": str(dev), "drdm_checkpoint": ckpt, "skipped": skipped,
+        "device": str(dev), "drdm_checkpoint": None if ckpt is None else Path(str(ckpt)).name, "skipped": skipped,
         "split": {"train_subjects": train_subjects, "test_subjects": sorted({r.subject for r in test}),
                   "n_train_images": len(train), "n_test_images": len(test)},
         "results": results, "wilcoxon": tests,
