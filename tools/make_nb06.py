@@ -62,7 +62,8 @@ print("input:", Path(image).name, nib.load(image).shape, "spacing (mm)",
 """)
 md("The command line (the same as `drdm augment ...` in a shell):")
 code("""
-args = ["augment", "--checkpoint", checkpoint, "--image", image, "--out", str(work / "aug"),
+import os
+args = ["augment", "--checkpoint", checkpoint, "--image", image, "--out", os.path.relpath(work / "aug"),
         "--levels", ",".join(map(str, levels)), "--n", str(n), "--seed", str(seed), "--device", device]
 if label:
     args += ["--label", label]
