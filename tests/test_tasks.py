@@ -3,6 +3,8 @@ import json
 import time
 
 import numpy as np
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -100,7 +102,7 @@ def test_segmentation_drdm_path_and_records(drdm_ckpt):
                            np.eye(4), f"p{k}", "ED", "test", ACDC_CONVENTION, "", {}))
     res = S.run_segmentation("ci", data=recs, ratios=(1.0,), methods=("none", "drdm"),
                              drdm_checkpoint=drdm_ckpt[2], steps=5, n_aug=2, drdm_levels=(3,))
-    assert res["skipped"] == {} and res["drdm_checkpoint"] == str(drdm_ckpt[2])
+    assert res["skipped"] == {} and res["drdm_checkpoint"] == Path(drdm_ckpt[2]).name
     assert set(res["results"]["2/100%"]["methods"]) == {"none", "drdm"}
     assert res["split"]["n_train_images"] == 4 and res["split"]["n_test_images"] == 4
     assert "| 2/100% | N/A |" in res["markdown"] and "|  | DRDM |" in res["markdown"]

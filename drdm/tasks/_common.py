@@ -77,7 +77,10 @@ def resolve_checkpoint(checkpoint, ndim: int) -> tuple[Path | None, str | None]:
     default = WEIGHTS_DIR / f"drdm_{ndim}d.pth"
     if default.is_file():
         return default, None
-    tried.append(f"drdm/weights/{default.name}")
+    try:        # inside the package: show it relative to the source tree, not as a machine path
+        tried.append(str(default.resolve().relative_to(Path(__file__).resolve().parents[2])))
+    except ValueError:
+        tried.append(str(default))
     return None, f"no {ndim}-D DRDM checkpoint: pass drdm_checkpoint=... (looked for {'; '.join(tried)})"
 
 
