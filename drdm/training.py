@@ -260,6 +260,9 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.model, device_ids=ids)
 
     def _resume(self):
+        # a run killed mid-write leaves only its temporary file behind: remove it
+        for stale in self.out.glob(".*.pth.*.tmp") if self.rank == 0 and self.out.is_dir() else ():
+            stale.unlink(missing_ok=True)
         last = self.out / "last.pth"
         if not last.exists():
             return

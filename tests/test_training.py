@@ -105,3 +105,56 @@ def test_ddp_two_cpu_ranks_stay_identical(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert any(not torch.equal(a[k], init[k]) for k in a)   # the ranks trained, identically
+
+
+KILL_SCRIPT = r"""
+import sys
+from drdm.training import TrainConfig, Trainer
+cfg = TrainConfig(steps=100000, image_size=32, batch=2, n_subjects=4, device="cpu", checkpoint_every=1,
+                  log_every=1)
+Trainer(cfg, sys.argv[1], progress=False).run()
+"""
+
+
+def test_sigkill_during_training_loses_nothing_committed(tmp_path):
+    """SIGKILL a run that checkpoints every step; the resumed run starts from an intact checkpoint."""
+    import signal
+    import time
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, str(script), str(out)], cwd=Path(__file__).resolve().parents[1],
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("step_*.pth"))) < 2:
+        time.sleep(0.2)
+    time.sleep(0.3)                                 # land somewhere inside a later step or write
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    assert (out / "last.pth").exists()
+    tr = Trainer(TrainConfig(steps=100000, image_size=32, batch=2, n_subjects=4, device="cpu",
+                             checkpoint_every=1, log_every=1), out, progress=False)
+    assert tr.step >= 2
+    assert not list(out.glob(".*.tmp"))             # stale temporary files were cleaned
+    start = tr.step
+    tr.run(start + 1)
+    assert load_checkpoint(out / "last.pth")["step"] == start + 1
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    """A writer that fails with ENOSPC (full disk) leaves the last good checkpoint and no temp file."""
+    import errno
+    import drdm.training as training
+    cfg = TrainConfig(steps=2, **{**SMALL, "checkpoint_every": 1})
+    tr = Trainer(cfg, tmp_path, progress=False)
+    tr.run(1)
+    good = (tmp_path / "last.pth").read_bytes()
+
+    def full_disk(obj, f, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(training.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        tr.run(2)
+    assert (tmp_path / "last.pth").read_bytes() == good
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert load_checkpoint(tmp_path / "last.pth")["step"] == 1
