@@ -27,7 +27,7 @@ and linear in the coefficients, so zero coefficients give an exactly zero field.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch

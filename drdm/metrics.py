@@ -27,7 +27,7 @@ Arrays for the surface metrics are spatial ``(H, W)`` / ``(H, W, D)``, or
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import torch

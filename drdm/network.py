@@ -21,7 +21,6 @@ re-warped by the composition of the earlier passes, and the passes are composed,
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["repo_root", "git_commit", "save_results", "Timer"]
+__all__ = ["repo_root", "git_commit", "save_results", "atomic_write", "Timer"]
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -46,6 +46,42 @@ class Timer:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+
+def _temp_affixes(name: str) -> tuple[str, str]:
+    for ext in (".nii.gz", ".nii"):        # keep NIfTI extensions so writers recognise the format
+        if name.endswith(ext):
+            return f".{name[:-len(ext)]}.", ".tmp" + ext
+    return f".{name}.", ".tmp"
+
+
+def atomic_write(path, write, *, overwrite: bool = True) -> Path:
+    """Write ``path`` through a temporary file in its folder, then rename: never half a file.
+
+    ``write(tmp_path)`` fills the temporary file. With ``overwrite=False`` an existing
+    ``path`` raises ``FileExistsError`` (checked atomically with a hard link). The
+    temporary file is removed on any error; the file gets the usual umask permissions.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix, suffix = _temp_affixes(path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)      # mkstemp creates 0600
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
 
 
 def _clean(x):
@@ -83,10 +119,5 @@ def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: s
         "provenance": {"commit": git_commit(), "device": str(device), "wall_time_s": round(wall_time_s, 1),
                        "torch": torch.__version__, "python": platform.python_version()},
     }
-    path = out / f"{name}.json"
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(doc, indent=1) + "\n"
+    return atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(text))

@@ -44,7 +44,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -53,6 +52,7 @@ import torch
 
 from .checkpoint import CheckpointError
 from .data import DataError
+from .provenance import _temp_affixes
 
 __all__ = ["add_commands", "load_network", "network_size", "InputGrid", "MAX_GRID_VOXELS"]
 
@@ -205,33 +205,13 @@ def _sha256(path) -> str:
 
 # ---------------------------------------------------------------- atomic files
 
-def _temp_prefix(name: str) -> tuple[str, str]:
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return f".{name[:-len(ext)]}.", ".tmp" + ext
-    return f".{name}.", ".tmp"
-
-
 def atomic_write(path: Path, write: Callable[[str], None], *, overwrite: bool = True) -> Path:
-    """Write ``path`` through a temporary file in its folder, then rename; never half a file."""
-    path = Path(path)
-    prefix, suffix = _temp_prefix(path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
-    os.close(fd)
+    """:func:`drdm.provenance.atomic_write`, with the CLI's message for an existing output."""
+    from .provenance import atomic_write as _atomic_write
     try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise DataError(f"{path}: exists; pass --overwrite to replace it") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return _atomic_write(path, write, overwrite=overwrite)
+    except FileExistsError:
+        raise DataError(f"{path}: exists; pass --overwrite to replace it") from None
 
 
 def _write_text(path: Path, text: str, overwrite: bool = True) -> Path:
@@ -353,7 +333,7 @@ class OutputDir:
     def create(self):
         """Make the folder, drop stale temporary files and old outputs (after :meth:`prepare`)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        prefixes = [_temp_prefix(n) for n in self.names + [self.MANIFEST]]
+        prefixes = [_temp_affixes(n) for n in self.names + [self.MANIFEST]]
         for p in self.root.iterdir():
             n = p.name
             if n.startswith(".") and any(n.startswith(a) and n.endswith(b) for a, b in prefixes) and p.is_file():

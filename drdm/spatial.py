@@ -18,7 +18,6 @@ exact in floating point (see ``_sample``).
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch

@@ -17,15 +17,16 @@ import csv
 import json
 import math
 import os
-import tempfile
+import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from .checkpoint import CheckpointError
+from .provenance import atomic_write
 from .diffusion import DiffusionConfig, ForwardProcess
 from .losses import drdm_loss
 from .network import DRDMNet, NetworkConfig
@@ -122,23 +123,6 @@ class TrainConfig:
 
 # ---------------------------------------------------------------- checkpoints
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)           # mkstemp creates 0600; checkpoints are ordinary files
-    try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_checkpoint(path, model: torch.nn.Module, config: TrainConfig, *, optimizer=None,
                     step: int = 0, generator: torch.Generator | None = None, extra: dict | None = None) -> Path:
     """Write a checkpoint atomically (a crash leaves the previous file intact)."""
@@ -153,7 +137,7 @@ def save_checkpoint(path, model: torch.nn.Module, config: TrainConfig, *, optimi
     if extra:
         obj["extra"] = extra
     path = Path(path)
-    _atomic_save(obj, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
     return path
 
 
@@ -308,7 +292,7 @@ class Trainer:
             return
         path = self.out / f"step_{self.step:07d}.pth"
         save_checkpoint(path, self.model, self.cfg, optimizer=self.opt, step=self.step, generator=self.gen)
-        _atomic_copy(path, self.out / "last.pth")
+        atomic_write(self.out / "last.pth", lambda tmp: shutil.copyfile(path, tmp))
         old = sorted(self.out.glob("step_*.pth"))[:-self.cfg.keep] if self.cfg.keep > 0 else []
         for p in old:
             p.unlink(missing_ok=True)
@@ -348,20 +332,6 @@ class Trainer:
                 self.save()
         bar.close()
         return rows
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(src, "rb") as a, open(tmp, "wb") as b:
-            b.write(a.read())
-            b.flush()
-            os.fsync(b.fileno())
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def train(config: TrainConfig, out_dir, images=None, progress: bool = True) -> Trainer:
