@@ -11,9 +11,11 @@ import torch
 from drdm.provenance import git_commit, repo_root
 
 
-def rate(fn, items_per_call: int, min_time: float, min_calls: int = 2) -> float:
-    """Items per second of ``fn`` after one warm-up call, timed for at least ``min_time`` s."""
-    fn()
+def rate(fn, items_per_call: int, min_time: float, min_calls: int = 2, warmup: bool = True) -> float:
+    """Items per second of ``fn`` after one warm-up call (unless ``warmup=False``, for calls
+    long enough that one-time costs do not matter), timed for at least ``min_time`` s."""
+    if warmup:
+        fn()
     n, t0 = 0, time.perf_counter()
     while True:
         fn()

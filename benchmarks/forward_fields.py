@@ -4,7 +4,8 @@ Run:  python benchmarks/forward_fields.py [--quick]   (or `make bench`)
 
 Each row times "draw a random DDF and warp one image with it" (the unit of work of
 an elastic augmentation) and prints fields/s and the ratio to MONAI Rand2DElastic /
-Rand3DElastic measured in the same run (skipped with a note when MONAI is absent).
+Rand3DElastic measured in the same run, with TorchIO's RandomElasticDeformation as a second
+peer (each skipped with a note when not installed; `make bench` installs both).
 Writes results/bench/forward_fields.json.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import json
 import platform
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,6 +61,22 @@ def monai_case(ndim, size):
     return lambda: tr(img)
 
 
+def torchio_case(ndim, size):
+    """TorchIO RandomElasticDeformation at its defaults (7 control points per axis, up to
+    7.5 mm, B-spline by SimpleITK); a 2-D image is a one-slice volume for TorchIO."""
+    try:
+        import torchio as tio
+    except ImportError:
+        return None
+    # a 2-D image is 1 voxel deep, which TorchIO flags as "may fold" on every call
+    warnings.filterwarnings("ignore", message="The maximum displacement is larger")
+    shape = (1, size, size, 1) if ndim == 2 else (1, size, size, size)
+    subject = tio.Subject(image=tio.ScalarImage(tensor=torch.rand(shape)))
+    tr = tio.RandomElasticDeformation()
+    torch.manual_seed(0)
+    return lambda: tr(subject)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="shorter timings (smoke test)")
@@ -73,6 +91,11 @@ def main(argv=None):
         peers[ndim] = rate(fn, 1, min_time) if fn else None
         rows.append({"case": name, "size": f"{size}^{ndim}", "batch": 1,
                      "fields_per_s": peers[ndim], "note": "" if fn else "MONAI not installed"})
+        fn = torchio_case(ndim, size)
+        r = rate(fn, 1, min_time) if fn else None
+        rows.append({"case": "TorchIO RandomElasticDeformation", "size": f"{size}^{ndim}", "batch": 1,
+                     "fields_per_s": r, "ratio_vs_monai": (r / peers[ndim]) if r and peers[ndim] else None,
+                     "note": "" if fn else "TorchIO not installed"})
     cases = [
         (2, 256, "official", 79, 1, "euler"), (2, 256, "official", 79, 16, "euler"),
         (2, 256, "official", 79, 1, "squaring"), (2, 256, "official", 79, 16, "squaring"),

@@ -54,7 +54,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--only", help="run only notebooks whose name contains this")
-    ap.add_argument("--out", default="book/_executed")
+    ap.add_argument("--out", default="book/_executed", help="folder for the executed notebooks")
+    ap.add_argument("--results", help="results root passed to every notebook as out_dir (default: results)")
     args = ap.parse_args(argv)
     root = repo_root()
     todo = load_params(args.profile, root)
@@ -64,6 +65,8 @@ def main(argv=None) -> int:
         if args.only and args.only not in stem:
             continue
         src = root / "notebooks" / f"{stem}.ipynb"
+        if args.results:
+            params = {**params, "out_dir": str(Path(args.results).resolve())}
         check_params(src, params)
         t0 = time.time()
         print(f"[{args.profile}] {stem} ...", flush=True)

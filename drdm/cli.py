@@ -1,4 +1,4 @@
-"""``drdm`` command line: ``drdm train | augment | synth | table1``.
+"""``drdm`` command line: ``drdm train | augment | synth | table1 | experiment``.
 
 Bad input ends with exit code 2 and one line on stderr (``drdm: error: ...``);
 nothing partial is left behind.
@@ -58,6 +58,120 @@ def _cmd_train(args) -> int:
     return 0
 
 
+#: ``--data`` keywords of ``drdm experiment`` (anything else must be a folder of NIfTI pairs)
+DATASETS = ("phantom", "thorax3d", "mnms", "acdc", "acdc-h5")
+
+
+def experiment_records(data: str, data_dir: str | None):
+    """``--data`` of ``drdm experiment`` -> what the task runners take.
+
+    ``phantom`` / ``thorax3d``: the embedded phantoms (returned as the runner's keyword);
+    ``mnms`` / ``acdc`` / ``acdc-h5``: the loader of that layout on ``data_dir``;
+    any other value: a folder of ``X.nii.gz`` images with ``X_gt.nii.gz`` labels.
+    """
+    from pathlib import Path
+    from . import data as D
+    if data in ("phantom", "thorax3d"):
+        if data_dir:
+            raise UsageError(f"--data-dir is not used with --data {data}")
+        return data
+    loaders = {"mnms": D.load_mnms, "acdc": D.load_acdc, "acdc-h5": D.load_acdc_h5}
+    if data in loaders:
+        if not data_dir:
+            raise UsageError(f"--data {data} needs --data-dir (the dataset's root folder)")
+        root, load = Path(data_dir), loaders[data]
+    else:
+        root, load = Path(data), D.load_nifti_folder
+        if data_dir:
+            raise UsageError("--data-dir is only for --data mnms|acdc|acdc-h5; give the folder as --data")
+    if not root.is_dir():
+        raise UsageError(f"{root}: no such data folder")
+    try:
+        records = load(root)
+    except (D.DataError, OSError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    if not records:
+        raise UsageError(f"{root}: no labelled images found")
+    return records
+
+
+def middle_slices(records):
+    """The middle labelled slice of each (subject, phase) of short-axis stacks (2-D records)."""
+    from .data import slices
+    by = {}
+    for r in slices(records):
+        by.setdefault((r.subject, r.phase), []).append(r)
+    return [v[len(v) // 2] for v in by.values()]
+
+
+def _cmd_experiment(args) -> int:
+    import logging
+    from pathlib import Path
+    from .tasks import _common
+    records = experiment_records(args.data, args.data_dir)
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    for k, v in list(overrides.items()):
+        if isinstance(v, list):
+            overrides[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+    kw = dict(profile=args.profile, drdm_checkpoint=args.checkpoint, device=args.device, **overrides)
+    if args.seeds:
+        kw["seeds"] = args.seeds
+    if args.checkpoint is not None:
+        from .sampling_cli import resolve_checkpoint
+        kw["drdm_checkpoint"] = resolve_checkpoint(args.checkpoint)
+        if not Path(kw["drdm_checkpoint"]).is_file():
+            raise UsageError(f"{args.checkpoint}: no such checkpoint")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if args.task == "seg":
+            from .tasks.segmentation import METHODS, run_segmentation as run
+            if records == "thorax3d":
+                raise UsageError("segmentation runs on 2-D cardiac data; --data thorax3d is for reg")
+            if args.methods:
+                kw["methods"] = args.methods
+            name, choices = "segmentation", METHODS
+        else:
+            from .tasks.registration import SYNTHESIS, run_registration as run
+            records = "phantom2d" if records == "phantom" else records
+            if args.data in ("mnms", "acdc", "acdc-h5"):
+                records = middle_slices(records)       # 2-D inter-subject pairs of mid-ventricular slices
+            if args.methods:
+                kw["synthesis"] = args.methods
+            name, choices = "registration", SYNTHESIS
+        bad = sorted(set(args.methods or ()) - set(choices))
+        if bad:
+            raise UsageError(f"--methods {','.join(bad)}: not a {name} method; choose from {','.join(choices)}")
+        result = run(data=records, **kw)
+    except (TypeError, ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    tag = args.data if args.data in DATASETS else "folder"
+    if tag in ("phantom", "thorax3d"):
+        tag = "" if args.data == "phantom" else "_thorax3d"
+    else:
+        tag = "_" + tag.replace("-", "_")
+    files = _common.write_outputs(name + tag, result, result["markdown"], args.out, args.profile,
+                                  int((result["config"].get("seeds") or [0])[0]), result["device"],
+                                  result["wall_time_s"], args.data if args.data in DATASETS else "folder")
+    print(result["markdown"])
+    print(f"wrote {files['json']} and {files['markdown']} ({result['wall_time_s']:.0f} s)")
+    return 0
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="drdm", description="Deformation-Recovery Diffusion Model")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -78,6 +192,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", dest="checkpoint_every", type=_positive)
     t.add_argument("--n-subjects", dest="n_subjects", type=_positive)
     t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("experiment", help="Table 2 (seg) or Table 3 (reg) on phantoms or a dataset",
+                       description="Run a downstream experiment and write <out>/<profile>/<task>[_<data>].json "
+                                   "and .md (Table 2 / Table 3 layout, seeds, times, Wilcoxon p-values).")
+    e.add_argument("task", choices=("seg", "reg"))
+    e.add_argument("--profile", choices=("ci", "cpu", "gpu"), default="ci")
+    e.add_argument("--data", default="phantom",
+                   help="phantom | thorax3d (reg) | mnms | acdc | acdc-h5 (with --data-dir) | a folder of "
+                        "X.nii.gz + X_gt.nii.gz (default phantom)")
+    e.add_argument("--data-dir", dest="data_dir", help="root of the mnms / acdc / acdc-h5 dataset")
+    e.add_argument("--checkpoint", help="DRDM checkpoint (a .pth or a shipped name such as phantom2d; "
+                                        "default: the shipped model of the data's dimension)")
+    e.add_argument("--methods", type=lambda v: [x for x in v.split(",") if x],
+                   help="seg: none,bigaug,elastic,drdm; reg: none,mrbs,drdm (default all)")
+    e.add_argument("--seeds", type=_ints, help="comma-separated training seeds (default: the profile's)")
+    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a profile field, value in JSON (e.g. --set steps=200 --set n_aug=4)")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--out", default="results", help="results root (default results)")
+    e.set_defaults(func=_cmd_experiment)
 
     try:
         from . import sampling_cli

@@ -206,11 +206,14 @@ class DRDMNet(nn.Module):
         psi = None
         x = image
         for k in range(K):
-            u = spatial.fraction_to_voxels(self.unet(x, t))
-            # Eq. 12: psi <- u o psi; the release composes with border padding
-            psi = u if psi is None else spatial.compose(u, psi, padding_mode="border")
-            if k + 1 < K:       # the next pass sees the original image warped once by psi
-                x = spatial.warp(image, psi, padding_mode="zeros")
+            # under autocast only the U-Net runs in reduced precision: sampling grids of
+            # 256 voxels need float32 (bfloat16 rounds coordinates to whole voxels)
+            u = spatial.fraction_to_voxels(self.unet(x, t).to(image.dtype))
+            with torch.autocast(image.device.type, enabled=False):
+                # Eq. 12: psi <- u o psi; the release composes with border padding
+                psi = u if psi is None else spatial.compose(u, psi, padding_mode="border")
+                if k + 1 < K:       # the next pass sees the original image warped once by psi
+                    x = spatial.warp(image, psi, padding_mode="zeros")
         return psi
 
     @property

@@ -100,24 +100,48 @@ def _clean(x):
     return x
 
 
+#: keys that hold timings: kept out of ``numbers`` (they differ between identical runs)
+TIMING_KEYS = ("wall_time_s", "wall_s", "images_per_s", "samples_per_s", "seconds")
+
+
+def _split_timings(x, moved: dict, path: str):
+    """``x`` without :data:`TIMING_KEYS` entries (at any depth); those go to ``moved``."""
+    if not isinstance(x, dict):
+        return x
+    out = {}
+    for k, v in x.items():
+        key = f"{path}{k}"
+        if k in TIMING_KEYS and isinstance(v, (int, float)):
+            moved[key] = v
+        else:
+            out[k] = _split_timings(v, moved, key + ".")
+    return out
+
+
 def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: str,
-                 wall_time_s: float, out_dir: str | Path = "results", data: str = "phantom") -> Path:
+                 wall_time_s: float, out_dir: str | Path = "results", data: str = "phantom",
+                 timings: dict | None = None) -> Path:
     """Write ``<out_dir>/<profile>/<name>.json`` atomically and return its path.
 
     ``numbers`` may hold tensors and numpy values; floats are rounded to 6
-    digits so reruns on one machine give identical files. Timing and machine
-    details sit under ``provenance`` (excluded from result comparisons).
+    digits so reruns on one machine give identical ``numbers``. Timing and
+    machine details sit under ``provenance`` (excluded from result comparisons):
+    ``wall_time_s``, the optional ``timings`` and any :data:`TIMING_KEYS` entry
+    found in ``numbers`` (moved there, under its path, e.g. ``"last.wall_s"``).
     """
     out = Path(out_dir)
     if not out.is_absolute():
         out = repo_root() / out
     out = out / profile
     out.mkdir(parents=True, exist_ok=True)
+    moved = dict(timings or {})
+    numbers = _split_timings(numbers, moved, "")
     doc = {
         "name": name, "profile": profile, "seed": seed, "data": data,
         "numbers": _clean(numbers),
         "provenance": {"commit": git_commit(), "device": str(device), "wall_time_s": round(wall_time_s, 1),
-                       "torch": torch.__version__, "python": platform.python_version()},
+                       "torch": torch.__version__, "python": platform.python_version(),
+                       **({"timings": _clean(moved)} if moved else {})},
     }
     text = json.dumps(doc, indent=1) + "\n"
     return atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(text))

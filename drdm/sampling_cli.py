@@ -91,14 +91,9 @@ def resolve_checkpoint(path) -> Path:
 
 
 def network_size(net, ndim: int | None = None) -> tuple[int, ...]:
-    """The grid the network was trained on: ``train_config["image_size"]``, else 256 (2-D) / 128 (3-D)."""
-    nd = ndim or net.config.ndim
-    cfg = getattr(net, "train_config", None) or {}
-    size = cfg.get("image_size")
-    if size is None:
-        size = 256 if nd == 2 else 128
-    size = (int(size),) * nd if np.ndim(size) == 0 else tuple(int(s) for s in size)
-    return size
+    """The grid the network was trained on (:func:`drdm.sampling.network_grid`)."""
+    from .sampling import network_grid
+    return network_grid(net)
 
 
 def check_grid(size) -> tuple[int, ...]:

@@ -1,6 +1,7 @@
 """drdm.sampling: Algorithm 2 arithmetic, Algorithms 3/4, and Table 1 with real weights."""
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -98,3 +99,80 @@ def test_official_weights_table1_at_30():
     assert 2.0 <= tab["recovered"]["mean_pct"]["mean"] <= 3.5, tab
     assert tab["recovered"]["negJ_pct"]["mean"] < 1.5, tab
     assert tab["recovered"]["negJ_pct"]["mean"] < 0.5 * tab["random"]["negJ_pct"]["mean"], tab
+
+
+def test_label_survival_counts_vanished_and_new_labels():
+    from drdm import load_pretrained
+    from drdm.phantoms import cardiac_dataset
+    from drdm.sampling import label_survival
+    net = load_pretrained("phantom2d")
+    S = net.train_config["image_size"]
+    images, labels, _ = cardiac_dataset(3, S, seed=71_000)
+    res = label_survival(net, images, labels, levels=(30, 45), n=2, progress=False)
+    for level, row in res.items():
+        assert row["samples"] == 6 and row["new"] == 0, row            # the label-safe warp invents nothing
+        assert row["survival_pct"] == pytest.approx(100 * (6 - row["vanished"]) / 6)
+        assert sum(row["vanished_by_label"].values()) >= row["vanished"]
+    # a label that cannot survive: one voxel of label 2 at the corner, pushed out by a large field
+    lab = labels[:1].clone()
+    lab[:] = 0
+    lab[0, 0, 0, 0] = 2
+    lab[0, 0, S // 2 - 4:S // 2 + 4, S // 2 - 4:S // 2 + 4] = 1
+    row = label_survival(net, images[:1], lab, levels=(70,), n=4, progress=False)[70]
+    assert row["vanished"] >= 1 and row["vanished_by_label"].get("2", 0) >= 1 and row["new"] == 0
+    with pytest.raises(ValueError, match="do not match"):
+        label_survival(net, images, labels[:2], levels=(30,))
+
+
+MNMS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnms_subset"
+
+
+@pytest.mark.skipif(not (CKPT.exists() and MNMS.is_dir()),
+                    reason="../shared/data/mnms_subset or the release's weights not present")
+def test_official_weights_table1_at_30_on_mnms():
+    from drdm import data as D, load_official
+    torch.set_num_threads(2)
+    recs = D.load_mnms(MNMS)
+    # the middle labelled slice of two subjects, one per vendor, on the network's 256^2 grid
+    chosen = []
+    for vendor in ("A", "B"):
+        rec = next(r for r in recs if r.meta["vendor"] == vendor)
+        sl = D.slices([rec])
+        chosen.append(D.preprocess_record(sl[len(sl) // 2], 256).image)
+    images = torch.from_numpy(np.stack(chosen)[:, None]).float()
+    tab = table1(load_official(CKPT), images, levels=(30,), seed=0, progress=False, padding="zeros")[30]
+    assert 2.0 <= tab["recovered"]["mean_pct"]["mean"] <= 3.5, tab
+    assert tab["recovered"]["negJ_pct"]["mean"] < 1.5, tab
+    assert tab["recovered"]["negJ_pct"]["mean"] < tab["random"]["negJ_pct"]["mean"], tab
+
+
+def test_deform_on_the_network_grid_resamples_the_field():
+    """grid=: recovery runs on the network's grid; fields come back in image voxels."""
+    net = DRDMNet(NetworkConfig(ndim=2)).eval()
+    with torch.no_grad():
+        net.conv_out.weight.zero_()
+        net.conv_out.bias.zero_()                      # psi_hat = 0: the result is the random field
+    img = torch.rand(2, 1, 48, 48)
+    g = torch.Generator().manual_seed(0)
+    res = deform(net, img, 20, generator=g, grid=(32, 32))
+    assert res.ddf.shape == (2, 2, 48, 48) and res.random.shape == (2, 2, 48, 48)
+    assert torch.allclose(res.ddf, res.random, atol=1e-5)
+    assert torch.allclose(res.image, spatial.warp(img, res.ddf))
+    # vectors are rescaled with the grid: a field drawn on 32^2 is 47/31 larger in 48^2 voxels
+    small = deform(net, torch.nn.functional.interpolate(img, size=(32, 32), mode="bilinear", align_corners=True),
+                   20, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(spatial.resize_ddf(small.ddf, (48, 48)), res.ddf, atol=1e-5)
+    assert res.ddf.abs().amax() == pytest.approx(small.ddf.abs().amax().item() * 47 / 31, rel=0.05)
+    same = deform(net, img, 5, generator=torch.Generator().manual_seed(1), grid=(48, 48))
+    plain = deform(net, img, 5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(same.ddf, plain.ddf)
+    with pytest.raises(ValueError, match="grid must have 2 sizes"):
+        deform(net, img, 5, grid=(32, 32, 32))
+
+
+def test_network_keeps_sampling_grids_in_float32_under_autocast():
+    net = DRDMNet(NetworkConfig(ndim=2)).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, torch.tensor([10]))
+    assert out.dtype == torch.float32

@@ -63,7 +63,7 @@ for a in ax.ravel():
 fig.suptitle("Fig. 0.1  Cardiac phantoms (rows 1-2) and real M&Ms slices (row 3, when present); "
              "contours: RV, myocardium, LV", fontsize=9)
 fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 0.1. Cardiac phantoms from drdm.phantoms (rows 1-2: ED and ES, labels overlaid) and, when ../shared is present, real M&Ms slices (row 3).')
 code("""
 vol, lungs = phantoms.thorax_phantom(seed, 64)
 fig, ax = plt.subplots(1, 3, figsize=(8, 2.8))
@@ -72,7 +72,7 @@ for a, (img, m, name) in zip(ax, [(vol[32], lungs[32], "axial"), (vol[:, 30], lu
     a.imshow(img, cmap="gray"); a.contour(m > 0, levels=[0.5], colors="C3", linewidths=0.6)
     a.set_title(name, fontsize=8); a.set_axis_off()
 fig.suptitle("Fig. 0.2  A 3-D thorax phantom (64³) with its lung mask", fontsize=9); fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 0.2. A 3-D thorax phantom with its lung mask, three orthogonal slices.')
 code("""
 imgs, labs, subj = phantoms.cardiac_dataset(20, size, seed=seed)
 present = [sorted(torch.unique(l).tolist()) for l in labs]

@@ -44,6 +44,7 @@ import drdm
 from drdm import spatial, viz
 from drdm.diffusion import (DiffusionConfig, ForwardProcess, n_t, n_t1,
                             dvf_variance, discontinuity_variance, ddf_variance)
+import os
 from drdm.provenance import Timer, repo_root, save_results
 
 timer = Timer()
@@ -90,7 +91,7 @@ axes[2].plot(dxs, disc, "o", label="sampled (node lattice)")
 axes[2].set_xscale("log", base=2); axes[2].set_xlabel("|dx| (voxels)"); axes[2].set_ylabel("variance (voxel²)")
 axes[2].legend(fontsize=8); fig.tight_layout()
 fig.suptitle("Fig. 1.1  A multi-scale DVF and its discontinuity variance against Eq. 8", y=1.03, fontsize=10);
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 1.1. One multi-scale random DVF (Eq. 6, paper reading) and its discontinuity variance against Eq. 8.')
 md(r"""
 Eq. 8 is exact for power-of-two offsets measured from a node of the coarsest scale; at
 other offsets, and at voxels between nodes, linear interpolation gives somewhat less
@@ -134,7 +135,7 @@ ax[1].axhline(1, color="k", lw=0.5); ax[1].set_ylim(0, 1.2); ax[1].set_xlabel("t
 ax[1].set_ylabel("sampled / theory")
 fig.suptitle("Fig. 1.2  Schedules (left) and integrated variance against Eqs. 7 and 10 (right)", fontsize=10)
 fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 1.2. Step schedules (left) and the sampled variance of the step and integrated fields against Eqs. 7 and 10 (right), paper reading.')
 md(r"""
 ## What the official release does
 
@@ -177,7 +178,7 @@ ax[0].set_xlabel("t"); ax[0].set_ylabel("% of image side"); ax[0].legend(fontsiz
 ax[1].set_xlabel("t"); ax[1].set_ylabel("|J|<0 (%)"); ax[1].legend(fontsize=7)
 fig.suptitle(f"Fig. 1.3  Official reading at S={official_size}: magnitude and folding of phi_(t:1)", fontsize=10)
 fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption="Figure 1.3. Official reading: magnitude and folding of the integrated field against the statistics of the release's own sampler.")
 md(r"""
 With the official factor, $S/64$ depends on the image size: at $S = 64$ it is 1 (half the
 geometric 2), at $S = 256$ it is 4 (double). Magnitudes in % of the side therefore change
@@ -205,7 +206,7 @@ for f, p in prof.items():
     ax.plot(p.cpu(), label=f"h = {f}H (edge/centre = {edge[f]:.2f})")
 ax.set_xlabel("column (voxel)"); ax.set_ylabel("mean |phi| (voxels)"); ax.legend(fontsize=8)
 ax.set_title("Fig. 1.4  Border friction without the enlarged field (t = 40)", fontsize=10);
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 1.4. Displacement near the border with and without the enlarged field, t = 40.')
 md(r"""
 ## Deforming an image
 
@@ -225,11 +226,11 @@ for j, t in enumerate(show_t):
     viz.plot_jacobian(ax[1, j], phi)
 fig.suptitle("Fig. 1.5  One velocity field integrated to increasing t (top) and its Jacobian (bottom)", fontsize=10)
 fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 1.5. One velocity field integrated to increasing t (top) and its Jacobian determinant (bottom; folding where negative).')
 code("""
 path = save_results("01_noise_statistics", results, profile=profile, seed=seed, device=device,
                     wall_time_s=timer.elapsed, out_dir=out_dir)
-print("wrote", path.relative_to(repo_root()))
+print("wrote", os.path.relpath(path, repo_root()))
 """)
 md(r"""
 ## Summary

@@ -50,6 +50,7 @@ code("""
 import csv, tempfile, torch, matplotlib.pyplot as plt
 from drdm import spatial, viz
 from drdm.training import TrainConfig, Trainer
+import os
 from drdm.provenance import Timer, repo_root, save_results
 
 timer = Timer()
@@ -78,7 +79,7 @@ viz.show_image(ax[1], xt, "$I_t = \\\\phi_{t:1}(I_0)$, t = 40")
 viz.plot_grid(ax[2], s.phi, step=max(2, image_size // 16)); ax[2].set_title("$\\\\phi_{t:1}$", fontsize=9)
 viz.plot_grid(ax[3], s.psi * 5, step=max(2, image_size // 16)); ax[3].set_title("target $\\\\psi_t$ (x5)", fontsize=9)
 fig.suptitle("Fig. 2.1  A training pair", fontsize=10); fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 2.1. A training pair of Algorithm 1 on phantom data: the image, its deformed version and the random step the network learns to undo.')
 md("## Training")
 code("""
 rows = trainer.run()
@@ -93,7 +94,7 @@ for a, key in zip(ax, ("dist", "angle", "reg")):
     a.plot(st, [r[key] for r in rows]); a.set_title(key, fontsize=9); a.set_xlabel("step")
 ax[0].set_yscale("log")
 fig.suptitle(f"Fig. 2.2  Loss terms during this run ({profile} profile)", fontsize=10); fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption="Figure 2.2. The loss terms of Eq. 14 during this notebook's short run (profile named in the title).")
 md(r"""
 ## The shipped model
 
@@ -111,13 +112,12 @@ if shipped:
     ax.set_yscale("log"); ax.set_xlabel("step"); ax.legend(fontsize=8)
     ax.set_title("Fig. 2.3  Training log of the shipped phantom model", fontsize=10)
 print(f"shipped model log: {len(shipped)} rows")
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 2.3. Training log of the shipped phantom model (results/phantom_model).')
 code("""
-results = {"config": cfg.to_dict(), "first": first, "last": last,
-           "images_per_s": last["images_per_s"]}
+results = {"config": cfg.to_dict(), "first": first, "last": last}   # timings go to provenance
 path = save_results("02_training", results, profile=profile, seed=seed, device=str(trainer.device),
                     wall_time_s=timer.elapsed, out_dir=out_dir)
-print("wrote", path.relative_to(repo_root()))
+print("wrote", os.path.relpath(path, repo_root()))
 """)
 md(r"""
 ## Summary

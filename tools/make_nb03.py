@@ -45,6 +45,7 @@ from drdm import spatial, viz
 from drdm.phantoms import cardiac_dataset
 from drdm.sampling import deform, table1
 from drdm.training import load_model
+import os
 from drdm.provenance import Timer, repo_root, save_results
 
 timer = Timer()
@@ -69,7 +70,7 @@ for i, name in enumerate(["$\\\\phi_{T':1}(I_0)$", "$\\\\phi(I_0)$", "grid of $\
     ax[i, 0].text(-0.15, 0.5, name, transform=ax[i, 0].transAxes, rotation=90, va="center", ha="right")
 fig.suptitle("Fig. 3.1  Random field (row 1) and DRDM result (rows 2-4) at increasing T'", fontsize=10)
 fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption="Figure 3.1. Random fields (row 1) and DRDM results (rows 2-4) at increasing T' on phantoms, shipped phantom model.")
 md("## The recovery, step by step (Fig. 7 style)")
 code("""
 L = levels[len(levels) // 2]
@@ -80,7 +81,7 @@ for a, (t, im) in zip(ax, pick):
     viz.show_image(a, im, f"t = {t}")
 fig.suptitle(f"Fig. 3.2  Recovery from T' = {L}: the original warped by the composed field at each step", fontsize=10)
 fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 3.2. The recovery steps of Algorithm 2: the original image warped once by the composed field after each step.')
 md(r"""
 ## Table 1 on phantoms
 
@@ -100,7 +101,7 @@ def as_markdown(tab, title):
                      f"{f(b['max_pct'])} | {f(b['mean_pct'])} | {f(b['negJ_pct'])} |")
     return "\\n".join(lines)
 
-display(Markdown(as_markdown(tab, f"Table 3.1  Phantoms, {n_images} images, model {checkpoint}, profile {profile}")))
+display(Markdown(as_markdown(tab, f"Table 3.1  Data: {n_images} cardiac phantoms, model {checkpoint}, profile {profile}")))
 """)
 code("""
 for L, row in tab.items():
@@ -127,7 +128,7 @@ if official_images and ckpt.exists() and acdc.exists():
     lo, hi = sl.amin((2, 3), keepdim=True), sl.amax((2, 3), keepdim=True)
     official = table1(drdm.load_official(ckpt).to(device), ((sl - lo) / (hi - lo)).to(device), levels,
                       seed=seed, progress=False, padding="zeros")
-    display(Markdown(as_markdown(official, f"Table 3.2  Official weights, ACDC patient001 ({official_images} slices)")))
+    display(Markdown(as_markdown(official, f"Table 3.2  Official weights, data ACDC patient001 ({official_images} slices, 256²), profile {profile}")))
 else:
     print("official Table 1 skipped:", "profile has official_images = 0" if not official_images
           else "official checkpoint or ACDC sample not found")
@@ -163,12 +164,12 @@ def draw(i):
 anim = animation.FuncAnimation(fig, draw, frames=len(frames), interval=900)
 plt.close(fig)
 display(HTML(anim.to_jshtml(default_mode="loop")))
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption="Figure 3.3. Pre-rendered animation for readers without a kernel: the DRDM result (left) and its Jacobian determinant (right) at each explorer level T', phantom image, shipped model.")
 code("""
 path = save_results("03_sampling", {"table1_phantom": tab, "table1_official": official, "levels": levels,
                     "checkpoint": checkpoint}, profile=profile, seed=seed, device=device,
                     wall_time_s=timer.elapsed, out_dir=out_dir)
-print("wrote", path.relative_to(repo_root()))
+print("wrote", os.path.relpath(path, repo_root()))
 """)
 md(r"""
 ## Summary

@@ -91,7 +91,7 @@ for a in ax.ravel():
     a.set_axis_off()
 fig.suptitle("Fig. 6.1  DRDM augmentations of one NIfTI image (top) and its labels (bottom)", fontsize=9)
 fig.tight_layout();
-""", tags=["hide-input"])
+""", tags=["hide-input"], caption='Figure 6.1. DRDM augmentations of one NIfTI image (top) and its labels (bottom), label-safe warp.')
 code("""
 first = outs[0]["files"]
 same_affine = all(np.allclose(nib.load(work / "aug" / o["files"]["image"]).affine, src.affine) for o in outs)

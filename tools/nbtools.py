@@ -9,8 +9,13 @@ class Notebook:
     def md(self, text: str):
         self.cells.append(nbf.v4.new_markdown_cell(text.strip()))
 
-    def code(self, text: str, tags=()):
-        self.cells.append(nbf.v4.new_code_cell(text.strip(), metadata={"tags": list(tags)}))
+    def code(self, text: str, tags=(), caption: str | None = None):
+        """A code cell; ``caption`` makes its displayed output a numbered-less figure with that
+        caption in the rendered book (MyST-NB cell metadata ``mystnb.figure``)."""
+        meta = {"tags": list(tags)}
+        if caption:
+            meta["mystnb"] = {"figure": {"caption": caption}}
+        self.cells.append(nbf.v4.new_code_cell(text.strip(), metadata=meta))
 
     def write(self, path: str):
         nb = nbf.v4.new_notebook(cells=self.cells)

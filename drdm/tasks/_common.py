@@ -190,6 +190,25 @@ def wilcoxon(a, b) -> float | None:
             return None
 
 
+def paired_difference(a, b, *, confidence: float = 0.95, n_resamples: int = 4000, seed: int = 0) -> dict | None:
+    """Mean of ``a - b`` over pairs (e.g. per test image) with a bootstrap confidence interval.
+
+    ``scipy.stats.bootstrap`` (percentile method, fixed seed, so reruns agree).
+    Returns ``{"mean", "ci": [lo, hi], "confidence", "n"}``; ``None`` with fewer than 2 pairs.
+    """
+    from scipy.stats import bootstrap
+    d = np.asarray(a, float) - np.asarray(b, float)
+    if d.size < 2:
+        return None
+    if np.all(d == d[0]):
+        lo = hi = float(d[0])
+    else:
+        res = bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
+                        method="percentile", random_state=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"mean": float(d.mean()), "ci": [lo, hi], "confidence": confidence, "n": int(d.size)}
+
+
 def summary(values) -> dict:
     a = np.asarray(values, dtype=np.float64)
     return {"mean": float(a.mean()) if a.size else None,
@@ -223,3 +242,51 @@ def jsonable(x):
     """Check that ``x`` survives ``json.dumps`` (inf/nan are not JSON): raises otherwise."""
     json.dumps(x, allow_nan=False)
     return x
+
+
+def compare_sentence(label: str, diff: dict | None, p: float | None, unit: str = "Dice points") -> str:
+    """One honest line about a paired comparison: the mean difference, its CI and the verdict.
+
+    ``diff`` from :func:`paired_difference` (fractions); the verdict is "better" or "worse" only
+    when the confidence interval excludes zero, else "no clear difference".
+    """
+    if diff is None:
+        return f"{label}: too few test cases to compare."
+    lo, hi = diff["ci"]
+    verdict = ("better" if lo > 0 else "worse" if hi < 0 else "no clear difference")
+    ptxt = "" if p is None else f", Wilcoxon p = {p:.3g}"
+    return (f"{label}: {100 * diff['mean']:+.1f} {unit} ({100 * diff['confidence']:.0f} % CI "
+            f"[{100 * lo:+.1f}, {100 * hi:+.1f}], n = {diff['n']}{ptxt}): {verdict}.")
+
+
+def load_recorded(name: str, profile: str = "cpu", results_dir=None) -> dict | None:
+    """A recorded experiment ``results/<profile>/<name>.json`` with a one-line caption, or ``None``.
+
+    Returns ``{"numbers": ..., "caption": "*Profile ..., data ..., subjects, seeds, checkpoint, time.*"}``
+    (for notebooks that show a long run without re-running it).
+    """
+    from ..provenance import repo_root
+    path = Path(results_dir or repo_root() / "results") / profile / f"{name}.json"
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    rec, prov = doc["numbers"], doc.get("provenance", {})
+    split = rec.get("split", {})
+    caption = (f"*Profile `{doc['profile']}`, data `{doc.get('data')}` "
+               f"({len(split.get('train_subjects', []))} training and {len(split.get('test_subjects', []))} test "
+               f"subjects), seeds {rec['config'].get('seeds')}, DRDM checkpoint `{rec.get('drdm_checkpoint')}`, "
+               f"{prov.get('wall_time_s', 0) / 60:.0f} min on {prov.get('device')}, commit {prov.get('commit')}.*")
+    return {"numbers": rec, "caption": caption}
+
+
+def show_recorded(name: str, verdict, profile: str = "cpu") -> bool:
+    """Display a recorded run (:func:`load_recorded`) in a notebook: caption, table, and the
+    lines of ``verdict(numbers)``. Prints a hint and returns False when there is none."""
+    rec = load_recorded(name, profile)
+    if rec is None:
+        print(f"no recorded run results/{profile}/{name}.json (drdm experiment ... --profile {profile} makes one)")
+        return False
+    from IPython.display import Markdown, display
+    display(Markdown(rec["caption"] + "\n\n" + rec["numbers"]["markdown"]))
+    print("\n".join(verdict(rec["numbers"])))
+    return True

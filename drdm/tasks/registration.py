@@ -41,12 +41,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import metrics, spatial
-from ._common import (apply_overrides, check_levels, finite, fit_size, fmt, fmt_p, jsonable, load_drdm, log,
-                      num_threads, phantom_records, pick_device, split_subjects, summary, to_tensors,
-                      wilcoxon, write_outputs)
+from ._common import (apply_overrides, check_levels, compare_sentence, finite, fit_size, fmt, fmt_p, jsonable, load_drdm, log,
+                      num_threads, paired_difference, phantom_records, pick_device, split_subjects, summary,
+                      to_tensors, wilcoxon, write_outputs)
 
 __all__ = ["VoxelMorph", "RegProfile", "PROFILES", "SYNTHESIS", "gradient_l1", "gradient_l2",
-           "synthetic_pairs", "pretrain", "finetune_unsupervised", "register", "run_registration", "table3_markdown"]
+           "synthetic_pairs", "pretrain", "finetune_unsupervised", "register", "run_registration", "table3_markdown",
+           "verdict"]
 
 SYNTHESIS = ("none", "mrbs", "drdm")
 SYNTH_NAMES = {"none": "N/A", "mrbs": "MRBS", "drdm": "DRDM"}
@@ -219,13 +220,14 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
             fx.append(spatial.warp(src, spatial.compose(syn, aug)))
             dd.append(syn)
         elif method == "drdm":
-            from ..sampling import registration_pairs
+            from ..sampling import network_grid, registration_pairs
             counts = [sum(1 for k in range(n) if k % len(prof.drdm_pairs) == j) for j in range(len(prof.drdm_pairs))]
             for pair, c in zip(prof.drdm_pairs, counts):       # copies of one level pair as one batch
                 if c == 0:
                     continue
                 src = img.to(device).expand(c, *img.shape[1:])
-                for item in registration_pairs(net, src, [tuple(pair)], generator=g):
+                for item in registration_pairs(net, src, [tuple(pair)], generator=g, grid=network_grid(net),
+                                               channels_last=True):
                     mv.append(item["moving"].cpu())
                     fx.append(item["fixed"].cpu())
                     dd.append(item["ddf"].cpu())
@@ -419,6 +421,11 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
                   "n_test_pairs": len(pairs)},
         "rows": {k: _row_summary(v) for k, v in rows.items()},
         "wilcoxon": _tests(rows),
+        # DSC difference over test pairs, bootstrap 95 % CI (fractions, not %)
+        "dice_difference": {f"{_key(a, ft)} vs {_key(b, ft)}": paired_difference(rows[_key(a, ft)]["per_pair"]["dice"],
+                                                                                  rows[_key(b, ft)]["per_pair"]["dice"])
+                            for a, b in (("drdm", "mrbs"), ("drdm", "none"), ("mrbs", "none")) for ft in (False, True)
+                            if _key(a, ft) in rows and _key(b, ft) in rows},
     }
     result["markdown"] = table3_markdown(result)
     result["wall_time_s"] = round(time.perf_counter() - t0, 2)
@@ -461,6 +468,22 @@ def _tests(rows: dict) -> dict:
         if a is not None and b is not None:
             out[f"{_key('drdm', ft)} vs {_key('mrbs', ft)}"] = {k: wilcoxon(a["per_pair"][k], b["per_pair"][k])
                                                                 for k in ("dice", "asd", "hd")}
+    return out
+
+
+def verdict(result: dict, a: str = "drdm", b: str = "mrbs") -> list[str]:
+    """One line per fine-tuning setting: does ``a`` synthesis beat ``b`` on DSC (difference, 95 % CI, p)?"""
+    out = []
+    for ft in (False, True):
+        key = f"{_key(a, ft)} vs {_key(b, ft)}"
+        if _key(a, ft) not in result["rows"] or _key(b, ft) not in result["rows"]:
+            continue
+        p = (result["wilcoxon"].get(key) or {}).get("dice")
+        out.append(compare_sentence(f"{'fine-tuned on real pairs' if ft else 'synthetic pretraining only'}, "
+                                    f"{SYNTH_NAMES[a]} minus {SYNTH_NAMES[b]}",
+                                    result.get("dice_difference", {}).get(key), p, unit="DSC points"))
+    if not out:
+        out.append(f"{SYNTH_NAMES[a]} or {SYNTH_NAMES[b]} was not run ({result.get('skipped') or 'not asked'}).")
     return out
 
 

@@ -36,12 +36,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import metrics
-from ._common import (apply_overrides, check_levels, finite, fit_size, fmt, fmt_p, jsonable, load_drdm, log,
-                      num_threads, phantom_records, pick_device, split_subjects, summary, to_tensors,
-                      wilcoxon, write_outputs)
+from ._common import (apply_overrides, check_levels, compare_sentence, finite, fit_size, fmt, fmt_p, jsonable, load_drdm, log,
+                      num_threads, paired_difference, phantom_records, pick_device, split_subjects, summary,
+                      to_tensors, wilcoxon, write_outputs)
 
 __all__ = ["UNet", "SegProfile", "PROFILES", "METHODS", "STRUCTURES", "bce_loss", "train_segmenter",
-           "predict", "make_augmented", "run_segmentation", "table2_markdown"]
+           "predict", "make_augmented", "run_segmentation", "table2_markdown", "verdict"]
 
 METHODS = ("none", "bigaug", "elastic", "drdm")
 METHOD_NAMES = {"none": "N/A", "bigaug": "BigAug", "elastic": "Elastic", "drdm": "DRDM"}
@@ -216,10 +216,12 @@ PROFILES = {
 # ---------------------------------------------------------------- augmentation
 
 def make_augmented(method: str, image: torch.Tensor, label: torch.Tensor, n: int, seed: int, *,
-                   net=None, levels: Sequence[int] = (20,), device="cpu"):
+                   net=None, levels: Sequence[int] = (20,), device="cpu", channels_last: bool = True):
     """``n`` augmented copies ``(n, 1, *S)`` of one image ``(1, 1, *S)`` and its label.
 
-    ``seed`` fixes the copies (one generator per image and method).
+    ``seed`` fixes the copies (one generator per image and method). DRDM recovers
+    on the network's training grid (:func:`drdm.sampling.network_grid`) whatever
+    the image size, and its field is resampled to the image.
     """
     from ..baselines import BigAug, elastic
     g = torch.Generator().manual_seed(seed)
@@ -228,10 +230,12 @@ def make_augmented(method: str, image: torch.Tensor, label: torch.Tensor, n: int
     if method == "elastic":
         return elastic(image.expand(n, *image.shape[1:]), label.expand(n, *label.shape[1:]), g)
     if method == "drdm":
-        from ..sampling import augment
+        from ..sampling import augment, network_grid
         per = int(math.ceil(n / len(levels)))
         imgs, labs = [], []
-        for item in augment(net, image.to(device), label.to(device), levels, per, generator=g):
+        # recovery on the network's own grid; the field is resampled to the image's
+        for item in augment(net, image.to(device), label.to(device), levels, per, generator=g,
+                            grid=network_grid(net), channels_last=channels_last):
             imgs.append(item["image"].cpu())
             labs.append(item["label"].cpu())
         return torch.cat(imgs)[:n], torch.cat(labs)[:n]
@@ -349,7 +353,7 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
                     labs.append(cache[key][1])
             return torch.cat(imgs), torch.cat(labs)
 
-        results, tests = {}, {}
+        results, tests, diffs = {}, {}, {}
         n_train = len(order)
         for r in ratios:
             k = max(1, int(round(r * n_train)))
@@ -371,6 +375,9 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
             results[key] = {"ratio": r, "n_subjects": k, "n_images": int(idx.numel()),
                             "methods": {m: _aggregate(v) for m, v in per_method.items()}}
             tests[key] = _wilcoxon_tests(per_method)
+            diffs[key] = {f"{a}_vs_{b}": paired_difference(per_method[a]["dice"].mean(1), per_method[b]["dice"].mean(1))
+                          for a, b in (("drdm", "bigaug"), ("drdm", "none"), ("bigaug", "none"))
+                          if a in per_method and b in per_method}
     result = {
         "task": "segmentation", "profile": profile, "data": "phantom" if isinstance(data, str) else "records",
         "config": {**asdict(prof), "ratios": list(ratios), "seeds": list(seeds), "methods": list(methods)},
@@ -378,6 +385,8 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
         "split": {"train_subjects": train_subjects, "test_subjects": sorted({r.subject for r in test}),
                   "n_train_images": len(train), "n_test_images": len(test)},
         "results": results, "wilcoxon": tests,
+        # average Dice difference over test images, bootstrap 95 % CI (fractions, not %)
+        "dice_difference": diffs,
     }
     result["markdown"] = table2_markdown(result)
     result["wall_time_s"] = round(time.perf_counter() - t0, 2)
@@ -399,6 +408,19 @@ def _wilcoxon_tests(per_method: dict) -> dict:
             row[name] = {k: wilcoxon(per_method[a][k][:, j], per_method[b][k][:, j]) for k in ("dice", "asd")}
         row["Average"] = {k: wilcoxon(per_method[a][k].mean(1), per_method[b][k].mean(1)) for k in ("dice", "asd")}
         out[f"{a}_vs_{b}"] = row
+    return out
+
+
+def verdict(result: dict, a: str = "drdm", b: str = "bigaug") -> list[str]:
+    """One line per label ratio: does ``a`` beat ``b`` on average Dice (difference, 95 % CI, p)?"""
+    out = []
+    for key, block in result["results"].items():
+        diff = result.get("dice_difference", {}).get(key, {}).get(f"{a}_vs_{b}")
+        if diff is None and not {a, b} <= set(block["methods"]):
+            out.append(f"{key}: {METHOD_NAMES[a]} or {METHOD_NAMES[b]} was not run ({result.get('skipped') or 'not asked'}).")
+            continue
+        p = (result["wilcoxon"].get(key, {}).get(f"{a}_vs_{b}", {}).get("Average", {}) or {}).get("dice")
+        out.append(compare_sentence(f"{key} subjects, {METHOD_NAMES[a]} minus {METHOD_NAMES[b]}", diff, p))
     return out
 
 

@@ -1,0 +1,28 @@
+"""`make results PROFILE=ci` twice on one machine gives identical numbers (issue: the book)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(results: Path, executed: Path) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    subprocess.run([sys.executable, "-m", "drdm.bookrun", "--profile", "ci", "--results", str(results),
+                    "--out", str(executed)], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
+    return {p.name: json.loads(p.read_text()) for p in sorted((results / "ci").glob("*.json"))}
+
+
+def test_two_ci_runs_give_identical_numbers(tmp_path):
+    a = _run(tmp_path / "a", tmp_path / "exec_a")
+    b = _run(tmp_path / "b", tmp_path / "exec_b")
+    assert set(a) == set(b) and len(a) >= 5, sorted(a)
+    for name in a:
+        # everything but provenance (commit, device, wall time, timings) must match exactly
+        assert {k: v for k, v in a[name].items() if k != "provenance"} == \
+               {k: v for k, v in b[name].items() if k != "provenance"}, name
+        assert "wall_time_s" in a[name]["provenance"]
