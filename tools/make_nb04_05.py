@@ -71,9 +71,15 @@ md(r"""
 ## Recorded results on real data (M&Ms, `cpu` profile)
 
 The run below is recorded in `results/cpu/segmentation_mnms.json` by
-`drdm experiment seg --profile cpu --data mnms --data-dir <mnms_subset>`, with the release's 2-D
-weights for DRDM. It is read here, not re-run (it takes tens of minutes); the M&Ms data are not
-redistributed, so a reader without them sees only the recorded numbers.
+`drdm experiment seg --profile cpu --data mnms --data-dir <mnms_subset> --checkpoint <release weights>
+--set 'ratios=[0.1,0.5]' --set n_aug=2` (26 minutes on 2 CPU cores; DRDM recovers on the release's
+256² grid and its fields are resampled to the 64² task grid). It is read here, not re-run; the M&Ms
+data are not redistributed, so a reader without them sees only the recorded numbers.
+
+How to read it: 600 training steps at 64² leave every segmenter far from converged (average Dice
+well below published M&Ms figures), so this compares augmentations in a short-training, few-shot
+regime, not final accuracy. The confidence intervals are bootstrapped over test *slices*; slices of
+one subject are correlated, so they are narrower than a subject-level interval would be.
 """)
 code("""
 from drdm.tasks._common import show_recorded
@@ -133,7 +139,10 @@ end to end. Larger profiles (`cpu`, `gpu`) give the numbers the comparison rests
 ## Recorded results on real data (M&Ms, `cpu` profile)
 
 Recorded in `results/cpu/registration_mnms.json` by
-`drdm experiment reg --profile cpu --data mnms --data-dir <mnms_subset>` and read here.
+`drdm experiment reg --profile cpu --data mnms --data-dir <mnms_subset> --checkpoint <release weights>
+--set n_synth=4` and read here: inter-subject pairs of mid-ventricular slices (ED and ES of each
+subject), DRDM pairs generated on the release's 256² grid and resampled to 64². Confidence intervals
+are bootstrapped over test pairs, which share subjects, so they are optimistic.
 """)
 code("""
 from drdm.tasks._common import show_recorded

@@ -254,7 +254,7 @@ def compare_sentence(label: str, diff: dict | None, p: float | None, unit: str =
         return f"{label}: too few test cases to compare."
     lo, hi = diff["ci"]
     verdict = ("better" if lo > 0 else "worse" if hi < 0 else "no clear difference")
-    ptxt = "" if p is None else f", Wilcoxon p = {p:.3g}"
+    ptxt = "" if p is None else (", Wilcoxon p < 0.001" if p < 0.001 else f", Wilcoxon p = {p:.3f}")
     return (f"{label}: {100 * diff['mean']:+.1f} {unit} ({100 * diff['confidence']:.0f} % CI "
             f"[{100 * lo:+.1f}, {100 * hi:+.1f}], n = {diff['n']}{ptxt}): {verdict}.")
 

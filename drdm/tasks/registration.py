@@ -384,7 +384,7 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
             else:
                 check_levels([t for p in prof.drdm_pairs for t in p], net)
 
-        rows = {}
+        rows, pretrained = {}, {}
         for synth in synthesis:
             if synth in skipped:
                 continue
@@ -396,10 +396,13 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
                     else:
                         model = _model(ndim, seed, dev, prof)
                         if synth != "none":
-                            m, f, d = synthetic_pairs(synth, tr_img, prof.n_synth, seed * 7 + 1, prof,
-                                                      net=net, device=dev)
-                            pretrain(model, m, f, d, steps=prof.pretrain_steps, batch=prof.batch, lr=prof.lr,
-                                     grad_weight=prof.grad_weight, seed=seed)
+                            if (synth, seed) not in pretrained:      # shared by both fine-tuning rows
+                                m, f, d = synthetic_pairs(synth, tr_img, prof.n_synth, seed * 7 + 1, prof,
+                                                          net=net, device=dev)
+                                pretrain(model, m, f, d, steps=prof.pretrain_steps, batch=prof.batch, lr=prof.lr,
+                                         grad_weight=prof.grad_weight, seed=seed)
+                                pretrained[(synth, seed)] = {k: v.clone() for k, v in model.state_dict().items()}
+                            model.load_state_dict(pretrained[(synth, seed)])
                         if ft:
                             finetune_unsupervised(model, tr_img, tr_subj, steps=prof.finetune_steps, batch=prof.batch,
                                      lr=prof.lr, smooth_weight=prof.smooth_weight, seed=seed)
