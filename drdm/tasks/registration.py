@@ -434,7 +434,9 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
     result["wall_time_s"] = round(time.perf_counter() - t0, 2)
     jsonable(result)
     if out_dir is not None:
-        result["files"] = write_outputs("registration", result, result["markdown"], out_dir, profile, seeds[0],
+        # the 3-D thorax run must not overwrite the 2-D one of the same profile
+        name = "registration_thorax3d" if data == "thorax3d" else "registration"
+        result["files"] = write_outputs(name, result, result["markdown"], out_dir, profile, seeds[0],
                                         str(dev), result["wall_time_s"], result["data"])
     return result
 
