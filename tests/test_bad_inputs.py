@@ -30,12 +30,7 @@ AFFINE = np.array([[1.5, 0, 0, 10.0], [0, 1.0, 0, -5.0], [0, 0, 1.0, 3.0], [0, 0
 CLI = 2          # expected exit code of a refused command
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

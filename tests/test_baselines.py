@@ -11,13 +11,7 @@ NEUTRAL = dict(sharpen_sigma=(0, 0), sharpen_alpha=(0, 0), blur_sigma=(0, 0), no
 SPATIAL_ONLY = {k: v for k, v in NEUTRAL.items() if k not in ("rotate", "scale", "elastic_magnitude")}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

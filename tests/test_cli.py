@@ -27,13 +27,7 @@ AFFINE2 = np.array([[1.5, 0, 0, 10.0], [0, 1.0, 0, -5.0], [0, 0, 1.0, 3.0], [0, 
 AFFINE3 = np.array([[1.2, 0, 0, -7.0], [0, 1.0, 0, 4.0], [0, 0, 2.0, 12.5], [0, 0, 0, 1]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions are ~10x faster on one thread on a busy 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_checkpoint(path, ndim, size):

@@ -13,13 +13,7 @@ from drdm.data import ACDC_CONVENTION, Record
 from drdm.tasks import _common, registration as R, segmentation as S
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread avoids oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -35,22 +29,23 @@ def drdm_ckpt(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def seg_ci(tmp_path_factory):
+def _timed_ci_run(run, tmp_path_factory):
+    """``(result, wall seconds, results dir)`` of a ci-profile runner on one thread."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("results")
     t0 = time.perf_counter()
-    res = S.run_segmentation("ci", out_dir=out)
+    res = run("ci", out_dir=out)
     return res, time.perf_counter() - t0, out
+
+
+@pytest.fixture(scope="module")
+def seg_ci(tmp_path_factory):
+    return _timed_ci_run(S.run_segmentation, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def reg_ci(tmp_path_factory):
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("results")
-    t0 = time.perf_counter()
-    res = R.run_registration("ci", out_dir=out)
-    return res, time.perf_counter() - t0, out
+    return _timed_ci_run(R.run_registration, tmp_path_factory)
 
 
 # ---------------------------------------------------------------- segmentation
