@@ -16,14 +16,20 @@ class UsageError(Exception):
     """A user-facing error: printed as one line, exit code 2."""
 
 
-def _levels(text: str) -> list[int]:
-    try:
-        out = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"levels must be comma-separated integers, got {text!r}") from None
-    if not out:
-        raise argparse.ArgumentTypeError("levels must name at least one T'")
-    return out
+def _int_list(what: str):
+    """An argparse type: comma-separated integers, at least one."""
+    def parse(text: str) -> list[int]:
+        try:
+            out = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be comma-separated integers, got {text!r}") from None
+        if not out:
+            raise argparse.ArgumentTypeError(f"{what} must name at least one value")
+        return out
+    return parse
+
+
+_levels = _int_list("levels")
 
 
 def _positive(text: str) -> int:
@@ -152,24 +158,14 @@ def _cmd_experiment(args) -> int:
         result = run(data=records, **kw)
     except (TypeError, ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
-    tag = args.data if args.data in DATASETS else "folder"
-    if tag in ("phantom", "thorax3d"):
-        tag = "" if args.data == "phantom" else "_thorax3d"
-    else:
-        tag = "_" + tag.replace("-", "_")
-    files = _common.write_outputs(name + tag, result, result["markdown"], args.out, args.profile,
+    data = args.data if args.data in DATASETS else "folder"
+    suffix = "" if data == "phantom" else "_" + data.replace("-", "_")     # phantom: the book's own file
+    files = _common.write_outputs(name + suffix, result, result["markdown"], args.out, args.profile,
                                   int((result["config"].get("seeds") or [0])[0]), result["device"],
-                                  result["wall_time_s"], args.data if args.data in DATASETS else "folder")
+                                  result["wall_time_s"], data)
     print(result["markdown"])
     print(f"wrote {files['json']} and {files['markdown']} ({result['wall_time_s']:.0f} s)")
     return 0
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -206,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "default: the shipped model of the data's dimension)")
     e.add_argument("--methods", type=lambda v: [x for x in v.split(",") if x],
                    help="seg: none,bigaug,elastic,drdm; reg: none,mrbs,drdm (default all)")
-    e.add_argument("--seeds", type=_ints, help="comma-separated training seeds (default: the profile's)")
+    e.add_argument("--seeds", type=_int_list("seeds"), help="comma-separated training seeds (default: the profile's)")
     e.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a profile field, value in JSON (e.g. --set steps=200 --set n_aug=4)")
     e.add_argument("--device", default="auto")

@@ -136,6 +136,7 @@ def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: s
     out.mkdir(parents=True, exist_ok=True)
     moved = dict(timings or {})
     numbers = _split_timings(numbers, moved, "")
+    moved.pop("wall_time_s", None)          # a runner's own total: provenance has wall_time_s already
     doc = {
         "name": name, "profile": profile, "seed": seed, "data": data,
         "numbers": _clean(numbers),
