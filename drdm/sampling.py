@@ -19,7 +19,9 @@ differences in single pixels, so it is off by default for bit-for-bit
 reproducibility. Reduced precision was measured and rejected: with the
 release's weights, bfloat16 autocast of the U-Net doubles the mean recovered
 |phi| at T'=30 (2.4 % -> 4.7 % of the side on ACDC slices), so every field here
-stays float32.
+stays float32. ``benchmarks/sampling.py`` prints the float32 ceiling of a machine:
+the network's FLOPs at the measured matrix-multiply peak (on two CPU cores, about
+4x the release's one-thread loop at equal steps).
 """
 from __future__ import annotations
 

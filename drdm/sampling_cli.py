@@ -428,15 +428,66 @@ def _progress(total, initial, desc):
     return tqdm(total=total, initial=initial, desc=desc, unit="sample", disable=not sys.stderr.isatty())
 
 
-def _base_manifest(command: str, args, net, inputs: Inputs, grid: InputGrid, run: dict, device) -> dict:
-    from . import __version__
-    return {"format": f"drdm-{command}-1", "command": command, "drdm_version": __version__,
+class _Job:
+    """What ``augment`` and ``synth`` share: the output folder (checked, then created), the
+    manifest (rewritten after every sample, so a killed run resumes) and the progress bar.
+
+    Args:
+        command: ``"augment"`` or ``"synth"``. names: sample key -> {role: file name}.
+        run: what determines the outputs (resume key). extra: more manifest fields.
+    """
+
+    def __init__(self, command: str, args, net, inputs: Inputs, grid: InputGrid, device, names: dict,
+                 run: dict, **extra):
+        from . import __version__
+        self.command, self.names = command, names
+        self.out = OutputDir(args.out, [f for d in names.values() for f in d.values()], run, args.overwrite)
+        done = self.out.prepare()
+        self.out.create()
+        self.manifest = {
+            "format": f"drdm-{command}-1", "command": command, "drdm_version": __version__,
             "checkpoint": str(args.checkpoint), "checkpoint_sha256": run["checkpoint_sha256"],
             "image": str(inputs.image_path), "label": None if inputs.label_path is None else str(inputs.label_path),
             "seed": args.seed, "recover": args.recover, "device": str(device),
             "network": {"ndim": net.config.ndim, "timesteps": net.config.timesteps, "variant": net.config.variant},
             "geometry": grid.describe(), "ddf_convention": DDF_CONVENTION,
-            "run": run, "complete": False, "outputs": []}
+            "run": run, "complete": False, "outputs": [], **extra}
+        self.entries = {k: done[k] for k in names if k in done}
+        self.kept = len(self.entries)
+        self._flush()
+        self.bar = _progress(len(names), self.kept, command)
+
+    def todo(self) -> list:
+        """Sample keys still to make, in plan order."""
+        return [k for k in self.names if k not in self.entries]
+
+    def _flush(self, complete: bool = False):
+        self.manifest["outputs"] = [self.entries[k] for k in self.names if k in self.entries]
+        self.manifest["complete"] = complete
+        self.out.write_manifest(self.manifest)
+
+    def record(self, key: str, entry: dict):
+        """One sample's files are written: list it in the manifest."""
+        self.entries[key] = {"key": key, **entry, "files": self.names[key]}
+        self._flush()
+        self.bar.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.bar.close()
+        if exc_type is None:
+            self._flush(complete=True)
+            print(f"{self.command}: {len(self.names)} sample(s) in {self.out.root} "
+                  f"({self.kept} kept from an earlier run)")
+        return False
+
+
+def _network_image(net, inputs: Inputs, grid: InputGrid, device) -> torch.Tensor:
+    """The input image on the network grid, ``(1, C, *size)``."""
+    image = torch.from_numpy(grid.to_network(inputs.image))[None, None].to(device)
+    return image.expand(-1, net.config.in_channels, *[-1] * inputs.ndim)
 
 
 # ---------------------------------------------------------------- augment (Algorithm 3)
@@ -453,60 +504,34 @@ def cmd_augment(args) -> int:
     """Algorithm 3: ``--n`` deformed copies of an image (and label) per level."""
     from .sampling import deform, process_for
     net, inputs, grid, device = _setup(args)
-    T = net.config.timesteps
-    _check_levels(args.levels, T)
+    _check_levels(args.levels, net.config.timesteps)
     levels = list(dict.fromkeys(int(v) for v in args.levels))
-    plan = [(lv, i) for lv in levels for i in range(args.n)]
-    names = {f"L{lv}_{i}": _augment_names(lv, i, inputs.label is not None) for lv, i in plan}
+    names = {f"L{lv}_{i}": _augment_names(lv, i, inputs.label is not None) for lv in levels for i in range(args.n)}
     run = {"command": "augment", "checkpoint_sha256": _sha256(args.checkpoint), **inputs.sha256(),
            "levels": levels, "n": args.n, "seed": args.seed, "recover": args.recover,
            "network_grid": list(grid.size)}
-    out = OutputDir(args.out, [f for d in names.values() for f in d.values()], run, args.overwrite)
-    done = out.prepare()
-
-    image_net = torch.from_numpy(grid.to_network(inputs.image))[None, None].to(device)     # (1, 1, *size)
-    image_net = image_net.expand(-1, net.config.in_channels, *[-1] * inputs.ndim)
+    image_net = _network_image(net, inputs, grid, device)
     fp = process_for(net, image_net)
-    out.create()
-    manifest = _base_manifest("augment", args, net, inputs, grid, run, device)
-    manifest.update(levels=levels, n=args.n, batch=args.batch)
-    entries = {k: done[k] for k in names if k in done}
-
-    def flush(complete=False):
-        manifest["outputs"] = [entries[k] for k in names if k in entries]
-        manifest["complete"] = complete
-        out.write_manifest(manifest)
-
-    flush()
-    todo = [(lv, i) for lv, i in plan if f"L{lv}_{i}" not in entries]
-    bar = _progress(len(plan), len(plan) - len(todo), "augment")
-    try:
+    with _Job("augment", args, net, inputs, grid, device, names, run,
+              levels=levels, n=args.n, batch=args.batch) as job:
+        todo = job.todo()
         for lv in levels:
-            mine = [i for l2, i in todo if l2 == lv]
+            mine = [i for i in range(args.n) if f"L{lv}_{i}" in todo]
             for c in range(0, len(mine), args.batch):
                 idx = mine[c:c + args.batch]
-                fields = []
-                for i in idx:        # one generator per sample: independent of --batch and of resuming
-                    g = torch.Generator(device).manual_seed(_sample_seed(args.seed, lv, i))
-                    fields.append(fp.sample(torch.tensor([lv]), g, device=device).phi)
-                b = len(idx)
-                res = deform(net, image_net.expand(b, *image_net.shape[1:]), lv, process=fp,
+                # one generator per sample: independent of --batch and of resuming
+                fields = [fp.sample(torch.tensor([lv]), torch.Generator(device).manual_seed(_sample_seed(args.seed, lv, i)),
+                                    device=device).phi for i in idx]
+                res = deform(net, image_net.expand(len(idx), *image_net.shape[1:]), lv, process=fp,
                              recover=args.recover, random_ddf=torch.cat(fields))
                 for j, i in enumerate(idx):
                     key = f"L{lv}_{i}"
                     ddf_in = grid.ddf_to_input(res.ddf[j:j + 1])
                     img, lab = _warp_outputs(inputs, ddf_in)
-                    sums = _write_sample(out, inputs, names[key], {"image": img},
+                    sums = _write_sample(job.out, inputs, names[key], {"image": img},
                                          {} if lab is None else {"label": lab}, ddf_in)
-                    entries[key] = {"key": key, "level": lv, "t_prime": lv, "index": i, "files": names[key],
-                                    "sha256": sums, "metrics": _metrics(ddf_in),
-                                    "metrics_network_grid": _metrics(res.ddf[j:j + 1])}
-                    flush()
-                    bar.update(1)
-    finally:
-        bar.close()
-    flush(complete=True)
-    print(f"augment: {len(plan)} sample(s) in {out.root} ({len(plan) - len(todo)} kept from an earlier run)")
+                    job.record(key, {"level": lv, "t_prime": lv, "index": i, "sha256": sums,
+                                     "metrics": _metrics(ddf_in), "metrics_network_grid": _metrics(res.ddf[j:j + 1])})
     return 0
 
 
@@ -542,33 +567,16 @@ def cmd_synth(args) -> int:
     pairs = list(dict.fromkeys((int(a), int(s)) for a, s in args.pairs))
     _check_levels([a for a, _ in pairs], T, "T'_aug")
     _check_levels([s for _, s in pairs], T, "T'_syn")
-    plan = [(a, s, i) for a, s in pairs for i in range(args.n)]
-    names = {f"A{a}_S{s}_{i}": _synth_names(a, s, i, inputs.label is not None) for a, s, i in plan}
+    plan = {f"A{a}_S{s}_{i}": (a, s, i) for a, s in pairs for i in range(args.n)}
+    names = {k: _synth_names(*p, inputs.label is not None) for k, p in plan.items()}
     run = {"command": "synth", "checkpoint_sha256": _sha256(args.checkpoint), **inputs.sha256(),
            "pairs": [list(p) for p in pairs], "n": args.n, "seed": args.seed, "recover": args.recover,
            "network_grid": list(grid.size)}
-    out = OutputDir(args.out, [f for d in names.values() for f in d.values()], run, args.overwrite)
-    done = out.prepare()
-
-    image_net = torch.from_numpy(grid.to_network(inputs.image))[None, None].to(device)
-    image_net = image_net.expand(-1, net.config.in_channels, *[-1] * inputs.ndim)
-    out.create()
-    manifest = _base_manifest("synth", args, net, inputs, grid, run, device)
-    manifest.update(pairs=[list(p) for p in pairs], n=args.n,
-                    note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation")
-    entries = {k: done[k] for k in names if k in done}
-
-    def flush(complete=False):
-        manifest["outputs"] = [entries[k] for k in names if k in entries]
-        manifest["complete"] = complete
-        out.write_manifest(manifest)
-
-    flush()
-    todo = [p for p in plan if f"A{p[0]}_S{p[1]}_{p[2]}" not in entries]
-    bar = _progress(len(plan), len(plan) - len(todo), "synth")
-    try:
-        for a, s, i in todo:
-            key = f"A{a}_S{s}_{i}"
+    image_net = _network_image(net, inputs, grid, device)
+    with _Job("synth", args, net, inputs, grid, device, names, run, pairs=[list(p) for p in pairs], n=args.n,
+              note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
+        for key in job.todo():
+            a, s, i = plan[key]
             g = torch.Generator(device).manual_seed(_sample_seed(args.seed, a, s, i))
             r = next(registration_pairs(net, image_net, [(a, s)], generator=g, recover=args.recover))
             both = spatial.compose(r["ddf"], r["ddf_aug"])          # moving's field, then phi_syn
@@ -576,16 +584,9 @@ def cmd_synth(args) -> int:
             mv, mv_lab = _warp_outputs(inputs, aug_in)
             fx, fx_lab = _warp_outputs(inputs, both_in)
             labels = {} if mv_lab is None else {"moving_label": mv_lab, "fixed_label": fx_lab}
-            sums = _write_sample(out, inputs, names[key], {"moving": mv, "fixed": fx}, labels, syn_in)
-            entries[key] = {"key": key, "t_aug": a, "t_syn": s, "t_prime": [a, s], "index": i,
-                            "files": names[key], "sha256": sums, "metrics": _metrics(syn_in),
-                            "metrics_aug": _metrics(aug_in)}
-            flush()
-            bar.update(1)
-    finally:
-        bar.close()
-    flush(complete=True)
-    print(f"synth: {len(plan)} pair(s) in {out.root} ({len(plan) - len(todo)} kept from an earlier run)")
+            sums = _write_sample(job.out, inputs, names[key], {"moving": mv, "fixed": fx}, labels, syn_in)
+            job.record(key, {"t_aug": a, "t_syn": s, "t_prime": [a, s], "index": i, "sha256": sums,
+                             "metrics": _metrics(syn_in), "metrics_aug": _metrics(aug_in)})
     return 0
 
 

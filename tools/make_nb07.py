@@ -68,14 +68,32 @@ if sc:
 code("""
 sp = bench.get("sampling")
 if sp:
-    lines = ["| method | T' | steps | batch | samples/s | × official-style, 1 thread | × official-style, same threads |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method | T' | steps | batch | samples/s | network GFLOP/s | × official-style, 1 thread | × official-style, same threads |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sp["rows"]:
+        gf = r.get("network_gflop_per_s")
         lines.append(f"| {r['method']} | {r['level']} | {r['steps']} | {r['batch']} | {r['samples_per_s']:.3f} | "
+                     f"{'' if gf is None else f'{gf:.0f}'} | "
                      f"{r['ratio_vs_official_1thread']:.2f} | {r['ratio_vs_official_same_threads']:.2f} |")
+    for level, c in (sp.get("float32_ceiling") or {}).items():
+        lines.append(f"| *float32 ceiling (network at the matmul peak, all else free)* | {level} | | | "
+                     f"{c['samples_per_s']:.3f} | {sp['matmul_peak_gflop_per_s']['float32']:.0f} | "
+                     f"{c['ratio_vs_official_1thread']:.2f} | |")
     display(Markdown(f"**Table 7.2  Sampling, 2-D {sp['size']}², benchmark data: random input, untrained weights (speed only; not a profile), "
                      f"{sp['threads']} threads, {sp['device']}. Target 5x: {sp.get('target_5x')}**\\n\\n"
                      + "\\n".join(lines)))
+    if sp.get("float32_ceiling"):
+        c = sp["float32_ceiling"]
+        need = max(v["gflop_per_s_needed_for_5x"] for v in c.values())
+        r0 = sp["rows"][0]
+        ref_gf = r0["official_style_1thread_per_s"] * r0["steps"] * sp["network_gflop_per_step"]
+        print(f"The network costs {sp['network_gflop_per_step']:.2f} GFLOP per recovery step at {sp['size']}². "
+              f"The release-style loop runs it at {ref_gf:.0f} GFLOP/s on one thread. "
+              f"5x that rate needs up to {need:.0f} GFLOP/s in the network alone, while a large float32 matrix "
+              f"multiply reaches {sp['matmul_peak_gflop_per_s']['float32']:.0f} GFLOP/s on these {sp['threads']} "
+              f"threads (bfloat16: {sp['matmul_peak_gflop_per_s']['bfloat16']:.0f}); the float32 ceiling is "
+              f"{min(v['ratio_vs_official_1thread'] for v in c.values()):.1f}-"
+              f"{max(v['ratio_vs_official_1thread'] for v in c.values()):.1f}x.")
 tr = bench.get("training")
 if tr:
     lines = ["| case | batch | images/s | peak memory (MiB) |", "|---|---|---|---|"]
@@ -89,10 +107,15 @@ Where a target is missed, the tables say so and by how much; the issue tracker k
 **Why sampling is not 5x faster on a CPU.** The U-Net's convolutions are over 80 % of a recovery
 step (PyTorch profiler, 256², two threads), and at 256² one image already fills both cores, so
 batching gains little; what remains is channels-last convolutions (about 1.2-1.3x) and not
-re-warping labels every step. Two further routes were measured and rejected: `torch.compile` (no
+re-warping labels every step. The release's loop, on one thread, already runs the network at
+about 40 % of that core's float32 matrix-multiply rate (printed above), so five times its rate on
+two threads would need the convolutions to run faster than the two-core matrix-multiply peak, with
+every other operation free. The ceiling rows of Table 7.2 give that bound, measured in the same
+run: on this machine no float32 implementation can reach 5x. Two further routes were measured and rejected: `torch.compile` (no
 gain after a minute of compilation) and bfloat16 autocast of the U-Net (about 2x faster, but with
 the release's weights the mean recovered $|\phi|$ at $T'=30$ doubles, from 2.4 % to 4.7 % of the
-side on ACDC slices, so results would change). On a GPU, batching over samples is where the
+side on ACDC slices, so results would change; its row in Table 7.2 is for information and still
+falls short of 5x). On a GPU, batching over samples is where the
 speed-up comes from; the same script runs there with `--device cuda`.
 """)
 nb.write("notebooks/07_benchmarks.ipynb")
