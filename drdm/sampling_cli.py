@@ -29,6 +29,14 @@ files the old manifest listed that the new run does not produce. Every sample dr
 from its own generator seeded by ``(seed, level, index)``, so outputs do not depend
 on ``--batch`` or on where a run was interrupted.
 
+Slice-wise (``--slicewise``): a 3-D stack with a 2-D network, e.g. a cardiac
+short-axis stack with the release's weights. Every slice along the last axis is
+mapped to the network grid on its own (in-plane spacing, per-slice intensity
+normalisation, as the release pre-processes slices) and deformed by its own
+random field; the saved DDF is the stack's 3-D field with a zero through-plane
+component, and images and labels are warped slice by slice, so slices never mix.
+``--batch`` then counts slices.
+
 The DDF files are NIfTI vector images of shape ``(*input_file_shape, ndim)``
 (intent ``vector``), float32, in **voxels of the input grid**, component ``i``
 along array axis ``i``, pull-back convention ``out(x) = in(x + u(x))``.
@@ -155,6 +163,56 @@ class InputGrid:
     def describe(self) -> dict:
         return {"network_grid": list(self.size), "field_of_view": list(self.new),
                 "padding": [list(p) for p in self.pads], "input_voxels_per_network_voxel": list(self.scale)}
+
+    #: network images per output sample (see :class:`SliceGrid`)
+    images_per_sample = 1
+
+    def network_images(self, image: np.ndarray) -> np.ndarray:
+        """``(1, *size)``: the input on the network grid."""
+        return self.to_network(image)[None]
+
+    def per_image(self, ddf_in: torch.Tensor) -> torch.Tensor:
+        """An input-grid DDF as the batch of fields its metrics are taken over (here itself)."""
+        return ddf_in
+
+
+class SliceGrid:
+    """A 3-D stack ``(H, W, D)`` deformed slice by slice with a 2-D network (``--slicewise``).
+
+    Every slice along the last axis is mapped to the network grid on its own
+    (:class:`InputGrid` with the in-plane spacing) and gets its own random field, as
+    the release augments cardiac stacks. The sample's DDF is ``(1, 3, H, W, D)`` in
+    input voxels with a zero through-plane component, so it is an ordinary 3-D DDF
+    of the stack; slices are never mixed.
+    """
+
+    def __init__(self, shape, spacing, size):
+        if len(shape) != 3 or len(size) != 2:
+            raise ValueError(f"slice-wise needs a 3-D stack and a 2-D network grid, got {shape} and {size}")
+        self.shape = tuple(int(s) for s in shape)
+        self.plane = InputGrid(self.shape[:2], tuple(spacing)[:2], size)
+        self.size = self.plane.size
+        self.images_per_sample = self.shape[2]
+
+    def network_images(self, image: np.ndarray) -> np.ndarray:
+        """``(D, *size)``: every slice on the network grid (each normalised on its own)."""
+        return np.stack([self.plane.to_network(image[..., k]) for k in range(self.shape[2])])
+
+    def ddf_to_input(self, ddf: torch.Tensor) -> torch.Tensor:
+        """``(D, 2, *size)`` network voxels, one field per slice -> ``(1, 3, H, W, D)`` input voxels."""
+        if ddf.shape[0] != self.shape[2]:
+            raise ValueError(f"expected {self.shape[2]} slice fields, got {ddf.shape[0]}")
+        plane = self.plane.ddf_to_input(ddf)                                   # (D, 2, H, W)
+        out = torch.zeros(1, 3, *self.shape, dtype=ddf.dtype, device=ddf.device)
+        out[0, :2] = plane.permute(1, 2, 3, 0)
+        return out
+
+    def per_image(self, ddf_in: torch.Tensor) -> torch.Tensor:
+        """``(1, 3, H, W, D)`` -> ``(D, 2, H, W)``: the in-plane field of every slice."""
+        return ddf_in[0, :2].permute(3, 0, 1, 2).contiguous()
+
+    def describe(self) -> dict:
+        return {**self.plane.describe(), "slicewise": True, "slice_axis": 2, "slices": self.shape[2]}
 
 
 # ---------------------------------------------------------------- inputs
@@ -373,33 +431,51 @@ def _setup(args):
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     net = load_network(args.checkpoint, device)
     inputs = Inputs(args.image, args.label)
-    if inputs.ndim != net.config.ndim:
+    slicewise = getattr(args, "slicewise", False)
+    if slicewise and not (inputs.ndim == 3 and net.config.ndim == 2):
+        raise ValueError(f"--slicewise deforms the slices of a 3-D stack with a 2-D network; got a "
+                         f"{inputs.ndim}-D image {tuple(inputs.image.shape)} and a {net.config.ndim}-D network")
+    if inputs.ndim != net.config.ndim and not slicewise:
         raise ValueError(f"{inputs.image_path}: a {inputs.ndim}-D image {tuple(inputs.image.shape)} for a "
                          f"{net.config.ndim}-D network ({args.checkpoint})"
-                         + ("; pass one 2-D slice" if inputs.ndim == 3 else ""))
-    size = check_grid((args.size,) * inputs.ndim if args.size else network_size(net))
-    grid = InputGrid(inputs.image.shape, inputs.spacing, size)
+                         + ("; pass --slicewise to deform each slice along the last axis, or one 2-D slice"
+                            if inputs.ndim == 3 else ""))
+    nd = net.config.ndim
+    size = check_grid((args.size,) * nd if args.size else network_size(net))
+    grid = (SliceGrid if slicewise else InputGrid)(inputs.image.shape, inputs.spacing, size)
     return net, inputs, grid, device
 
 
-def _warp_outputs(inputs: Inputs, ddf_in: torch.Tensor):
-    """Warp the original image (linear, border) and label (label-safe) by an input-grid DDF."""
+def _warp_outputs(inputs: Inputs, ddf_in: torch.Tensor, grid):
+    """Warp the original image (linear, border) and label (label-safe) by an input-grid DDF;
+    a slice-wise stack is warped slice by slice with its in-plane fields."""
     from . import spatial
-    img = torch.from_numpy(inputs.image)[None, None].to(ddf_in.device)
-    out = spatial.warp(img, ddf_in.to(img.dtype), mode="linear", padding_mode="border")[0, 0].cpu().numpy()
+    stack = isinstance(grid, SliceGrid)
+    ddf = grid.per_image(ddf_in)
+
+    def batch(a):       # (*shape) -> (B, 1, *plane)
+        t = torch.from_numpy(a).to(ddf.device)
+        return t.permute(2, 0, 1)[:, None] if stack else t[None, None]
+
+    def back(t):        # (B, 1, *plane) -> (*shape)
+        return (t[:, 0].permute(1, 2, 0) if stack else t[0, 0]).cpu().numpy()
+
+    img = batch(inputs.image)
+    out = back(spatial.warp(img, ddf.to(img.dtype), mode="linear", padding_mode="border"))
     lab = None
     if inputs.label is not None:
-        lt = torch.from_numpy(inputs.label.astype(np.int64))[None, None].to(ddf_in.device)
-        lab = spatial.warp(lt, ddf_in.to(torch.float32), mode="label")[0, 0].cpu().numpy()
+        lab = back(spatial.warp(batch(inputs.label.astype(np.int64)), ddf.to(torch.float32), mode="label"))
     return out, lab
 
 
 def _metrics(ddf: torch.Tensor) -> dict:
+    """Max and mean |u| (% of the side) and |J|<0 (%) of ``(B, ndim, *S)`` fields, over the
+    whole batch (B > 1: the slices of a slice-wise sample, all of one size)."""
     from . import spatial
     d = ddf.double()
     m = spatial.magnitude_stats(d)
-    return {"max_pct": round(float(m["max_pct"][0]), 6), "mean_pct": round(float(m["mean_pct"][0]), 6),
-            "negJ_pct": round(100 * float(spatial.negative_jacobian_fraction(d)[0]), 6)}
+    return {"max_pct": round(float(m["max_pct"].max()), 6), "mean_pct": round(float(m["mean_pct"].mean()), 6),
+            "negJ_pct": round(100 * float(spatial.negative_jacobian_fraction(d).mean()), 6)}
 
 
 def _write_sample(out: OutputDir, inputs: Inputs, names: dict, images: dict, labels: dict, ddf_in) -> dict:
@@ -484,10 +560,10 @@ class _Job:
         return False
 
 
-def _network_image(net, inputs: Inputs, grid: InputGrid, device) -> torch.Tensor:
-    """The input image on the network grid, ``(1, C, *size)``."""
-    image = torch.from_numpy(grid.to_network(inputs.image))[None, None].to(device)
-    return image.expand(-1, net.config.in_channels, *[-1] * inputs.ndim)
+def _network_image(net, inputs: Inputs, grid, device) -> torch.Tensor:
+    """The input on the network grid, ``(m, C, *size)``: ``m = grid.images_per_sample``."""
+    image = torch.from_numpy(grid.network_images(inputs.image))[:, None].to(device)
+    return image.expand(-1, net.config.in_channels, *[-1] * net.config.ndim)
 
 
 # ---------------------------------------------------------------- augment (Algorithm 3)
@@ -510,28 +586,38 @@ def cmd_augment(args) -> int:
     run = {"command": "augment", "checkpoint_sha256": _sha256(args.checkpoint), **inputs.sha256(),
            "levels": levels, "n": args.n, "seed": args.seed, "recover": args.recover,
            "network_grid": list(grid.size)}
-    image_net = _network_image(net, inputs, grid, device)
+    if isinstance(grid, SliceGrid):
+        run["slicewise"] = True
+    image_net = _network_image(net, inputs, grid, device)            # (m, C, *size)
+    m = grid.images_per_sample
     fp = process_for(net, image_net)
+    per_call = max(1, args.batch // m)
+
+    def random_fields(lv, i):
+        # one generator per sample (per slice of a stack): independent of --batch and of resuming
+        keys = [(args.seed, lv, i)] if m == 1 else [(args.seed, lv, i, k) for k in range(m)]
+        return [fp.sample(torch.tensor([lv]), torch.Generator(device).manual_seed(_sample_seed(*kk)),
+                          device=device).phi for kk in keys]
+
     with _Job("augment", args, net, inputs, grid, device, names, run,
               levels=levels, n=args.n, batch=args.batch) as job:
-        todo = job.todo()
+        todo = set(job.todo())
         for lv in levels:
             mine = [i for i in range(args.n) if f"L{lv}_{i}" in todo]
-            for c in range(0, len(mine), args.batch):
-                idx = mine[c:c + args.batch]
-                # one generator per sample: independent of --batch and of resuming
-                fields = [fp.sample(torch.tensor([lv]), torch.Generator(device).manual_seed(_sample_seed(args.seed, lv, i)),
-                                    device=device).phi for i in idx]
-                res = deform(net, image_net.expand(len(idx), *image_net.shape[1:]), lv, process=fp,
-                             recover=args.recover, random_ddf=torch.cat(fields))
+            for c in range(0, len(mine), per_call):
+                idx = mine[c:c + per_call]
+                res = deform(net, image_net.repeat(len(idx), *[1] * (image_net.dim() - 1)), lv, process=fp,
+                             recover=args.recover, random_ddf=torch.cat([f for i in idx for f in random_fields(lv, i)]))
                 for j, i in enumerate(idx):
                     key = f"L{lv}_{i}"
-                    ddf_in = grid.ddf_to_input(res.ddf[j:j + 1])
-                    img, lab = _warp_outputs(inputs, ddf_in)
+                    ddf_net = res.ddf[j * m:(j + 1) * m]
+                    ddf_in = grid.ddf_to_input(ddf_net)
+                    img, lab = _warp_outputs(inputs, ddf_in, grid)
                     sums = _write_sample(job.out, inputs, names[key], {"image": img},
                                          {} if lab is None else {"label": lab}, ddf_in)
                     job.record(key, {"level": lv, "t_prime": lv, "index": i, "sha256": sums,
-                                     "metrics": _metrics(ddf_in), "metrics_network_grid": _metrics(res.ddf[j:j + 1])})
+                                     "metrics": _metrics(grid.per_image(ddf_in)),
+                                     "metrics_network_grid": _metrics(ddf_net)})
     return 0
 
 
@@ -572,6 +658,8 @@ def cmd_synth(args) -> int:
     run = {"command": "synth", "checkpoint_sha256": _sha256(args.checkpoint), **inputs.sha256(),
            "pairs": [list(p) for p in pairs], "n": args.n, "seed": args.seed, "recover": args.recover,
            "network_grid": list(grid.size)}
+    if isinstance(grid, SliceGrid):
+        run["slicewise"] = True
     image_net = _network_image(net, inputs, grid, device)
     with _Job("synth", args, net, inputs, grid, device, names, run, pairs=[list(p) for p in pairs], n=args.n,
               note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
@@ -581,12 +669,12 @@ def cmd_synth(args) -> int:
             r = next(registration_pairs(net, image_net, [(a, s)], generator=g, recover=args.recover))
             both = spatial.compose(r["ddf"], r["ddf_aug"])          # moving's field, then phi_syn
             aug_in, both_in, syn_in = (grid.ddf_to_input(u) for u in (r["ddf_aug"], both, r["ddf"]))
-            mv, mv_lab = _warp_outputs(inputs, aug_in)
-            fx, fx_lab = _warp_outputs(inputs, both_in)
+            mv, mv_lab = _warp_outputs(inputs, aug_in, grid)
+            fx, fx_lab = _warp_outputs(inputs, both_in, grid)
             labels = {} if mv_lab is None else {"moving_label": mv_lab, "fixed_label": fx_lab}
             sums = _write_sample(job.out, inputs, names[key], {"moving": mv, "fixed": fx}, labels, syn_in)
             job.record(key, {"t_aug": a, "t_syn": s, "t_prime": [a, s], "index": i, "sha256": sums,
-                             "metrics": _metrics(syn_in), "metrics_aug": _metrics(aug_in)})
+                             "metrics": _metrics(grid.per_image(syn_in)), "metrics_aug": _metrics(grid.per_image(aug_in))})
     return 0
 
 
@@ -729,6 +817,10 @@ def _nonneg(text: str) -> int:
     return v
 
 
+SLICEWISE_HELP = ("a 3-D stack with a 2-D network: deform every slice along the last axis with its own "
+                  "field (the release's way with cardiac stacks); the DDF has a zero through-plane component")
+
+
 def add_commands(subparsers, levels_type, positive_type) -> None:
     """Register ``augment``, ``synth`` and ``table1`` on ``drdm``'s sub-parsers."""
     def common(p, size_help="network grid side (default: the grid the network was trained on; 256 for the "
@@ -743,7 +835,8 @@ def add_commands(subparsers, levels_type, positive_type) -> None:
 
     a = _one_line_errors(subparsers.add_parser(
         "augment", help="Algorithm 3: deformed copies of a NIfTI image (and label) with their DDFs",
-        description="Algorithm 3 on a 2-D image, a 2-D slice stored as (H, W, 1), or a 3-D volume. "
+        description="Algorithm 3 on a 2-D image, a 2-D slice stored as (H, W, 1), a 3-D volume, or "
+                    "(--slicewise) the slices of a 3-D stack with a 2-D network. "
                     "Writes DIR/img_L{level}_{index}.nii.gz, lbl_..., ddf_... (voxels of the input grid) "
                     "and DIR/manifest.json; re-running with the same arguments resumes."))
     a.add_argument("--image", required=True, help="input image (.nii or .nii.gz)")
@@ -751,7 +844,9 @@ def add_commands(subparsers, levels_type, positive_type) -> None:
     a.add_argument("--levels", type=levels_type, required=True, help="comma-separated T' values, e.g. 30,45")
     a.add_argument("--n", type=positive_type, required=True, help="samples per level")
     a.add_argument("--out", required=True, help="output folder")
-    a.add_argument("--batch", type=positive_type, default=8, help="samples per network call (default 8)")
+    a.add_argument("--batch", type=positive_type, default=8,
+                   help="images per network call (default 8; with --slicewise each slice counts)")
+    a.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
     common(a)
     a.set_defaults(func=_guard(cmd_augment))
 
@@ -764,6 +859,7 @@ def add_commands(subparsers, levels_type, positive_type) -> None:
     s.add_argument("--pairs", type=_pairs, required=True, help="T'_aug:T'_syn pairs, e.g. 30:10,45:15")
     s.add_argument("--n", type=positive_type, default=1, help="pairs per T'_aug:T'_syn (default 1)")
     s.add_argument("--out", required=True)
+    s.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
     common(s)
     s.set_defaults(func=_guard(cmd_synth))
 

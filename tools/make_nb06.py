@@ -14,7 +14,9 @@ md(r"""
 # 6. Your own data: DRDM augmentation of a NIfTI image and its labels
 
 `drdm augment` runs Algorithm 3 on any 2-D image, 2-D slice stored as `(H, W, 1)`, or 3-D volume
-in NIfTI format, with or without a label map. It resamples the input to the network's isotropic
+in NIfTI format, with or without a label map; with `--slicewise`, a 2-D network deforms every slice
+of a 3-D stack (e.g. a cardiac short-axis stack) with its own field, and this notebook passes it
+when a stack meets a 2-D checkpoint. It resamples the input to the network's isotropic
 grid, runs DRDM there, brings the deformation field back to the input grid (in voxels of the
 input), and warps the **original** input at its own resolution, so every output overlays the input
 in world coordinates. Images are warped linearly, labels with the label-safe warp (no invented
@@ -34,6 +36,7 @@ device = "cpu"
 checkpoint = "phantom2d"   # shipped model name, our checkpoint, or the release's .pth
 image = ""                 # path to your NIfTI image (empty: a phantom)
 label = ""                 # path to its label map (empty: the phantom labels, or none)
+slicewise = "auto"         # "auto": slice by slice when a 3-D stack meets a 2-D network; or True / False
 levels = [20, 40]          # T' values
 n = 3                      # samples per level
 work_dir = "runs/nb06"     # where outputs go (emptied first; runs/ is not tracked by git)
@@ -67,6 +70,12 @@ args = ["augment", "--checkpoint", checkpoint, "--image", image, "--out", os.pat
         "--levels", ",".join(map(str, levels)), "--n", str(n), "--seed", str(seed), "--device", device]
 if label:
     args += ["--label", label]
+if slicewise == "auto":
+    from drdm.sampling_cli import load_network, resolve_checkpoint
+    stack = np.squeeze(np.asarray(nib.load(image).dataobj)).ndim == 3
+    slicewise = stack and load_network(resolve_checkpoint(checkpoint)).config.ndim == 2
+if slicewise:
+    args += ["--slicewise"]
 print("drdm " + " ".join(args[:1] + [a if not a.startswith("/") else Path(a).name for a in args[1:]]))
 rc = drdm_cli(args)
 if rc != 0:
@@ -77,19 +86,26 @@ print("exit code", rc, "|", len(manifest["outputs"]), "outputs")
 code("""
 outs = manifest["outputs"]
 src = nib.load(image)
+
+def view(path):   # a 2-D view of a NIfTI file: the image itself, or the middle slice of a 3-D one
+    a = np.squeeze(nib.load(path).get_fdata())
+    return a[:, :, a.shape[2] // 2] if a.ndim == 3 else a
+
+nlab = int(view(label).max()) if label else 3
 fig, ax = plt.subplots(2, len(outs) + 1, figsize=(2.2 * (len(outs) + 1), 4.6))
-ax[0, 0].imshow(np.squeeze(src.get_fdata()), cmap="gray"); ax[0, 0].set_title("input", fontsize=8)
+ax[0, 0].imshow(view(image), cmap="gray"); ax[0, 0].set_title("input", fontsize=8)
 if label:
-    ax[1, 0].imshow(np.squeeze(nib.load(label).get_fdata()), vmin=0, vmax=3)
+    ax[1, 0].imshow(view(label), vmin=0, vmax=nlab)
 for j, o in enumerate(outs, start=1):
     f = o["files"]
-    ax[0, j].imshow(np.squeeze(nib.load(work / "aug" / f["image"]).get_fdata()), cmap="gray")
+    ax[0, j].imshow(view(work / "aug" / f["image"]), cmap="gray")
     ax[0, j].set_title(f"T'={o['level']} #{o['index']}", fontsize=8)
     if "label" in f:
-        ax[1, j].imshow(np.squeeze(nib.load(work / "aug" / f["label"]).get_fdata()), vmin=0, vmax=3)
+        ax[1, j].imshow(view(work / "aug" / f["label"]), vmin=0, vmax=nlab)
 for a in ax.ravel():
     a.set_axis_off()
-fig.suptitle("Fig. 6.1  DRDM augmentations of one NIfTI image (top) and its labels (bottom)", fontsize=9)
+fig.suptitle("Fig. 6.1  DRDM augmentations of one NIfTI image (top) and its labels (bottom)"
+             + (" (middle slice)" if src.ndim == 3 and src.shape[2] > 1 else ""), fontsize=9)
 fig.tight_layout();
 """, tags=["hide-input"], caption='Figure 6.1. DRDM augmentations of one NIfTI image (top) and its labels (bottom), label-safe warp.')
 code("""
@@ -108,7 +124,9 @@ _ = save_results("06_your_data", {"outputs": len(outs), "affine_kept": same_affi
 md(r"""
 **On real data.** For a 3-D volume with anisotropic spacing the command resamples to an isotropic
 grid of the network's size for DRDM, then resamples the field back; the figure in the manifest's
-metrics reports the field on both grids. With the release's 2-D weights use
+metrics reports the field on both grids. A short-axis stack with a 2-D network goes slice by slice
+(`--slicewise`): each slice gets its own field, the through-plane component of the saved field is
+zero, and slices are never mixed. With the release's 2-D weights use
 `--checkpoint 000000_cmr_recresacnet.pth` (from `data_scripts/get_official.py`).
 """)
 nb.write("notebooks/06_your_data.ipynb")
