@@ -181,6 +181,9 @@ def test_mrbs_pretraining_beats_no_registration(reg_ci):
     assert mrbs["dice"]["mean"] > none["dice"]["mean"] + 0.02
     assert mrbs["asd"]["mean"] < none["asd"]["mean"]
     assert rows["none/real"]["dice"]["mean"] > none["dice"]["mean"]
+    # the gain comes with fields that move (mean |u| in voxels); the identity row moves nothing
+    assert none["mean_disp_vox"]["mean"] == 0 and mrbs["mean_disp_vox"]["mean"] > R.STILL_VOX
+    assert "mrbs/synthetic" not in R.still_rows(reg_ci[0])
 
 
 def test_registration_3d_and_drdm_paths(drdm_ckpt):
@@ -189,6 +192,9 @@ def test_registration_3d_and_drdm_paths(drdm_ckpt):
     assert res["ndim"] == 3 and res["labels"] == [1, 2] and res["skipped"] == {}
     assert set(res["rows"]) == {"none/synthetic", "mrbs/synthetic", "drdm/synthetic"}
     assert "drdm/synthetic vs mrbs/synthetic" in res["wilcoxon"]
+    # three pretraining steps teach nothing: the fields barely move, and the table says so
+    assert res["rows"]["mrbs/synthetic"]["mean_disp_vox"]["mean"] < R.STILL_VOX
+    assert "mrbs/synthetic" in R.still_rows(res) and "Not yet learned: MRBS ×" in res["markdown"]
     # a 2-D checkpoint for 3-D data is skipped with its reason
     res = R.run_registration("ci", data="thorax3d", synthesis=("drdm",), finetune=(False,),
                              drdm_checkpoint=drdm_ckpt[2])

@@ -101,7 +101,9 @@ A VoxelMorph-style network is pretrained on such pairs (Eq. 20: field MSE plus s
 optionally fine-tuned without supervision on real pairs. The baseline synthesis is the
 multi-resolution B-spline (MRBS) deformation of Eppenhof & Pluim. We report Dice, ASD and HD of the
 warped moving labels and the folding of the predicted fields, in the layout of Table 3: 2-D
-inter-subject cardiac phantoms, and a 3-D thorax section with lung masks.
+inter-subject cardiac phantoms, and a 3-D thorax section with lung masks. A last column gives the
+mean magnitude of the predicted fields: a trained row whose fields barely move has not learned to
+register yet, and the table says so under it.
 """)
 code(COLAB_CELL, tags=["remove-cell"])
 code("""

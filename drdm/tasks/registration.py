@@ -47,7 +47,7 @@ from ._common import (apply_overrides, check_levels, compare_sentence, finite, f
 
 __all__ = ["VoxelMorph", "RegProfile", "PROFILES", "SYNTHESIS", "gradient_l1", "gradient_l2",
            "synthetic_pairs", "pretrain", "finetune_unsupervised", "register", "run_registration", "table3_markdown",
-           "verdict"]
+           "verdict", "still_rows"]
 
 SYNTHESIS = ("none", "mrbs", "drdm")
 SYNTH_NAMES = {"none": "N/A", "mrbs": "MRBS", "drdm": "DRDM"}
@@ -305,6 +305,7 @@ def _evaluate(ddf, mv_lab, fx_lab, labels, identity: bool) -> dict[str, np.ndarr
         out["asd"][i] = np.mean(finite([rows[v]["asd"] for v in labels], diag))
         out["hd"][i] = np.mean(finite([rows[v]["hd"] for v in labels], diag))
     out["negj"] = (np.full(n, np.nan) if identity else 10.0 * metrics.negative_jacobian_pct(ddf).numpy())
+    out["disp"] = ddf.double().norm(dim=1).flatten(1).mean(1).numpy()      # mean |u|, voxels
     return out
 
 
@@ -456,6 +457,7 @@ def _row_summary(row: dict) -> dict:
     return {"synthesis": row["synthesis"], "finetune": row["finetune"],
             "dice": summary(pp["dice"]), "asd": summary(pp["asd"]), "hd": summary(pp["hd"]),
             "negj_permille": None if np.isnan(neg).all() else summary(neg),
+            "mean_disp_vox": summary(pp["disp"]) if "disp" in pp else None,
             "per_pair": {"dice": pp["dice"].tolist(), "asd": pp["asd"].tolist()}}
 
 
@@ -492,20 +494,37 @@ def verdict(result: dict, a: str = "drdm", b: str = "mrbs") -> list[str]:
     return out
 
 
+#: a trained row whose fields move less than this (mean |u|, voxels) has not learned to register
+STILL_VOX = 0.5
+
+
+def still_rows(result: dict) -> list[str]:
+    """Trained rows whose predicted fields barely move (mean |u| < :data:`STILL_VOX` voxels):
+    their scores are those of no registration, whatever the synthesis."""
+    return [k for k, r in result["rows"].items()
+            if (r.get("mean_disp_vox") or {}).get("mean", 1.0) < STILL_VOX and k != _key("none", False)]
+
+
 def table3_markdown(result: dict) -> str:
-    """Table 3's layout: synthesis, real training, DSC (%), ASD and HD (voxels), |J|<0 (per mille)."""
+    """Table 3's layout: synthesis, real training, DSC (%), ASD and HD (voxels), |J|<0 (per mille),
+    plus the mean magnitude of the predicted fields (voxels)."""
     lines = ["Registration (Table 3 layout): inter-subject pairs of test subjects", "",
-             "| synth method | real train | DSC↑ (%) | ASD↓ (vox) | HD↓ (vox) | \\|J\\|<0 ↓ (‰) |",
-             "|---|---|---|---|---|---|"]
+             "| synth method | real train | DSC↑ (%) | ASD↓ (vox) | HD↓ (vox) | \\|J\\|<0 ↓ (‰) | mean \\|u\\| (vox) |",
+             "|---|---|---|---|---|---|---|"]
     order = [(s, ft) for ft in (False, True) for s in SYNTHESIS]
     for s, ft in order:
         row = result["rows"].get(_key(s, ft))
         if row is None:
             continue
-        neg = row["negj_permille"]
+        neg, disp = row["negj_permille"], row.get("mean_disp_vox")
         lines.append(f"| {SYNTH_NAMES[s]} | {'✓' if ft else '×'} | {fmt(row['dice']['mean'], 2, 100)} | "
                      f"{fmt(row['asd']['mean'], 2)} | {fmt(row['hd']['mean'], 2)} | "
-                     f"{fmt(None if neg is None else neg['mean'], 2)} |")
+                     f"{fmt(None if neg is None else neg['mean'], 2)} | {fmt(None if disp is None else disp['mean'], 2)} |")
+    still = still_rows(result)
+    if still:
+        lines += ["", f"Not yet learned: {', '.join(_name(k) for k in still)}: the predicted fields move less than "
+                      f"{STILL_VOX} voxel on average, so these rows score close to no registration; at this "
+                      "profile's length the network has not learned to register."]
     if result.get("wilcoxon"):
         lines += ["", "Paired Wilcoxon signed-rank p-values over test pairs", "",
                   "| comparison | DSC | ASD | HD |", "|---|---|---|---|"]
