@@ -123,6 +123,10 @@ def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: s
                  timings: dict | None = None) -> Path:
     """Write ``<out_dir>/<profile>/<name>.json`` atomically and return its path.
 
+    A relative ``out_dir`` is taken from the repository root, or from the folder in
+    the environment variable ``DRDM_OUTPUT_ROOT`` when it is set (the test suite sets
+    it, so re-executing the notebooks under nbval leaves the tracked results alone).
+
     ``numbers`` may hold tensors and numpy values; floats are rounded to 6
     digits so reruns on one machine give identical ``numbers``. Timing and
     machine details sit under ``provenance`` (excluded from result comparisons):
@@ -131,7 +135,7 @@ def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: s
     """
     out = Path(out_dir)
     if not out.is_absolute():
-        out = repo_root() / out
+        out = Path(os.environ.get("DRDM_OUTPUT_ROOT") or repo_root()) / out
     out = out / profile
     out.mkdir(parents=True, exist_ok=True)
     moved = dict(timings or {})

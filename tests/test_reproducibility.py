@@ -26,3 +26,17 @@ def test_two_ci_runs_give_identical_numbers(tmp_path):
         assert {k: v for k, v in a[name].items() if k != "provenance"} == \
                {k: v for k, v in b[name].items() if k != "provenance"}, name
         assert "wall_time_s" in a[name]["provenance"]
+
+
+def test_relative_output_folders_follow_drdm_output_root(tmp_path, monkeypatch):
+    """save_results resolves a relative out_dir against DRDM_OUTPUT_ROOT (the test suite's
+    temporary folder), so re-executed notebooks never rewrite the tracked results/."""
+    from drdm.provenance import repo_root, save_results
+    monkeypatch.setenv("DRDM_OUTPUT_ROOT", str(tmp_path))
+    p = save_results("probe", {"x": 1.0}, profile="ci", seed=0, device="cpu", wall_time_s=0.1, out_dir="results")
+    assert p == tmp_path / "results" / "ci" / "probe.json" and json.loads(p.read_text())["numbers"] == {"x": 1.0}
+    assert not (repo_root() / "results" / "ci" / "probe.json").exists()
+    monkeypatch.delenv("DRDM_OUTPUT_ROOT")
+    q = save_results("probe", {"x": 2.0}, profile="ci", seed=0, device="cpu", wall_time_s=0.1,
+                     out_dir=tmp_path / "abs")
+    assert q == tmp_path / "abs" / "ci" / "probe.json"
