@@ -26,8 +26,9 @@ replaced, stale temporary files are removed. Outputs of another run (a different
 manifest ``run`` record: checkpoint, inputs, levels, n, seed, ...) or files without a
 manifest are refused unless ``--overwrite``, which replaces them and removes the
 files the old manifest listed that the new run does not produce. Every sample draws its random field
-from its own generator seeded by ``(seed, level, index)``, so outputs do not depend
-on ``--batch`` or on where a run was interrupted.
+from its own generator seeded by ``(seed, level, index)`` (and slice, with ``--slicewise``),
+so outputs do not depend on ``--batch`` or on where a run was interrupted, up to
+floating-point rounding (which varies with the network's batch size).
 
 Slice-wise (``--slicewise``): a 3-D stack with a 2-D network, e.g. a cardiac
 short-axis stack with the release's weights. Every slice along the last axis is
@@ -220,7 +221,7 @@ class SliceGrid:
 class Inputs:
     """An image (and label) read with :func:`drdm.data.load_nifti`, plus the file's own shape."""
 
-    def __init__(self, image_path, label_path=None):
+    def __init__(self, image_path, label_path=None, slicewise: bool = False):
         import nibabel as nib
         from .data import load_nifti
         self.image_path = Path(image_path)
@@ -228,9 +229,10 @@ class Inputs:
         self.image, self.affine, self.spacing = load_nifti(self.image_path)
         self.file_shape = tuple(int(s) for s in nib.load(str(self.image_path)).shape)
         self.ndim = self.image.ndim
-        if min(self.image.shape) < 4:
+        # slice-wise stacks may have any number of slices; every deformed axis needs 4 voxels
+        if min(self.image.shape[:2] if slicewise else self.image.shape) < 4:
             raise DataError(f"{self.image_path}: image {tuple(self.image.shape)} is too small "
-                            "(at least 4 voxels per axis)")
+                            f"(at least 4 voxels per {'in-plane ' if slicewise else ''}axis)")
         self.label = None
         if self.label_path is not None:
             self.label, lab_affine, _ = load_nifti(self.label_path, label=True, allow_empty=True)
@@ -430,8 +432,10 @@ def _setup(args):
     device = _device(args.device)
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     net = load_network(args.checkpoint, device)
-    inputs = Inputs(args.image, args.label)
     slicewise = getattr(args, "slicewise", False)
+    inputs = Inputs(args.image, args.label, slicewise=slicewise)
+    if slicewise and inputs.ndim == 2 and net.config.ndim == 2:
+        slicewise = False            # a single slice (e.g. stored as (H, W, 1)): the plain 2-D path
     if slicewise and not (inputs.ndim == 3 and net.config.ndim == 2):
         raise ValueError(f"--slicewise deforms the slices of a 3-D stack with a 2-D network; got a "
                          f"{inputs.ndim}-D image {tuple(inputs.image.shape)} and a {net.config.ndim}-D network")
@@ -818,7 +822,8 @@ def _nonneg(text: str) -> int:
 
 
 SLICEWISE_HELP = ("a 3-D stack with a 2-D network: deform every slice along the last axis with its own "
-                  "field (the release's way with cardiac stacks); the DDF has a zero through-plane component")
+                  "field (the release's way with cardiac stacks); the DDF has a zero through-plane component. "
+                  "A single 2-D slice is processed as usual")
 
 
 def add_commands(subparsers, levels_type, positive_type) -> None:
@@ -845,7 +850,8 @@ def add_commands(subparsers, levels_type, positive_type) -> None:
     a.add_argument("--n", type=positive_type, required=True, help="samples per level")
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--batch", type=positive_type, default=8,
-                   help="images per network call (default 8; with --slicewise each slice counts)")
+                   help="images per network call (default 8; with --slicewise each slice counts, and one "
+                        "whole stack goes per call at least)")
     a.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
     common(a)
     a.set_defaults(func=_guard(cmd_augment))

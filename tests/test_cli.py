@@ -178,12 +178,14 @@ def stack(work):
     return root / "stack.nii.gz", root / "stack_lbl.nii.gz"
 
 
-def test_augment_slicewise_deforms_each_slice_of_a_stack_on_its_own(work, stack, tmp_path):
+def test_augment_slicewise_deforms_each_slice_of_a_stack_on_its_own(work, stack, tmp_path, capsys):
     img_path, lbl_path = stack
     args = ["augment", "--checkpoint", work["ck2"], "--image", img_path, "--label", lbl_path, "--levels", "12",
             "--n", "2", "--device", "cpu", "--slicewise"]
-    # a 3-D stack for a 2-D network is refused without --slicewise (and the message names it)
+    # a 3-D stack for a 2-D network is refused without --slicewise, and the message names it
+    capsys.readouterr()
     assert run_cli(args[:-1] + ["--out", tmp_path / "refused"]) == 2 and not (tmp_path / "refused").exists()
+    assert "--slicewise" in capsys.readouterr().err
     assert run_cli(args + ["--out", tmp_path / "a", "--batch", "1"]) == 0
     assert run_cli(args + ["--out", tmp_path / "b", "--batch", "8"]) == 0
     m = json.loads((tmp_path / "a" / "manifest.json").read_text())
@@ -211,10 +213,21 @@ def test_augment_slicewise_deforms_each_slice_of_a_stack_on_its_own(work, stack,
         assert 0 < e["metrics"]["mean_pct"] <= e["metrics"]["max_pct"]
         ddf_b, _ = read(tmp_path / "b" / e["files"]["ddf"])
         np.testing.assert_allclose(u, ddf_b, atol=1e-4)                  # independent of --batch
-    # a 2-D image with --slicewise is refused
-    assert run_cli(["augment", "--checkpoint", work["ck2"], "--image", work["plain"], "--levels", "3", "--n", "1",
-                    "--slicewise", "--out", tmp_path / "c", "--device", "cpu"]) == 2
-    assert not (tmp_path / "c").exists()
+    # a single slice stored as (H, W, 1) with --slicewise takes the plain 2-D path (same run record)
+    one = ["augment", "--checkpoint", work["ck2"], "--image", work["slice"], "--levels", "3", "--n", "1",
+           "--device", "cpu"]
+    assert run_cli(one + ["--slicewise", "--out", tmp_path / "c"]) == 0
+    assert run_cli(one + ["--out", tmp_path / "c"]) == 0                   # resumes: the same run
+    # ... but a 3-D volume for a 3-D network is refused with it
+    assert run_cli(["augment", "--checkpoint", work["ck3"], "--image", work["vol"], "--levels", "3", "--n", "1",
+                    "--slicewise", "--out", tmp_path / "d", "--device", "cpu"]) == 2
+    assert not (tmp_path / "d").exists()
+    # a stack of two slices is fine: only the in-plane axes need 4 voxels
+    two = tmp_path / "two.nii.gz"
+    nib.save(nib.Nifti1Image(read(img_path)[0][:, :, :2], AFFINE3), two)
+    assert run_cli(["augment", "--checkpoint", work["ck2"], "--image", two, "--levels", "3", "--n", "1",
+                    "--slicewise", "--out", tmp_path / "e", "--device", "cpu"]) == 0
+    assert read(tmp_path / "e" / "ddf_L3_000.nii.gz")[0].shape == (40, 30, 2, 3)
 
 
 def test_synth_slicewise_pairs(work, stack, tmp_path):

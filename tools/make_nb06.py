@@ -71,8 +71,9 @@ args = ["augment", "--checkpoint", checkpoint, "--image", image, "--out", os.pat
 if label:
     args += ["--label", label]
 if slicewise == "auto":
+    from drdm.data import load_nifti
     from drdm.sampling_cli import load_network, resolve_checkpoint
-    stack = np.squeeze(np.asarray(nib.load(image).dataobj)).ndim == 3
+    stack = load_nifti(image)[0].ndim == 3          # (H, W, 1) files count as one 2-D slice
     slicewise = stack and load_network(resolve_checkpoint(checkpoint)).config.ndim == 2
 if slicewise:
     args += ["--slicewise"]

@@ -502,7 +502,7 @@ def still_rows(result: dict) -> list[str]:
     """Trained rows whose predicted fields barely move (mean |u| < :data:`STILL_VOX` voxels):
     their scores are those of no registration, whatever the synthesis."""
     return [k for k, r in result["rows"].items()
-            if (r.get("mean_disp_vox") or {}).get("mean", 1.0) < STILL_VOX and k != _key("none", False)]
+            if ((r.get("mean_disp_vox") or {}).get("mean") or STILL_VOX) < STILL_VOX and k != _key("none", False)]
 
 
 def table3_markdown(result: dict) -> str:
