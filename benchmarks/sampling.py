@@ -13,8 +13,8 @@ The issue's target compares with the release's per-sample rate, which was measur
 (the target's ratio) and on two (a like-for-like ratio), and drdm on two threads. Prints
 samples/s and both ratios, and says by how much the 5x target is missed when it is.
 
-It also prints the ceiling this machine puts on any float32 implementation: the network's FLOPs per
-sample (counted by ``torch.utils.flop_counter``) divided by the float32 matrix-multiply rate measured
+It also prints the ceiling this machine puts on float32 convolutions computed directly (or as matrix
+products): the network's FLOPs per sample (counted by ``torch.utils.flop_counter``) divided by the float32 matrix-multiply rate measured
 in the same run (a large ``torch.mm``, the best case for these cores). A bfloat16-autocast row is
 timed for information only: it changes the recovered fields (see ``drdm.sampling``), so it is
 excluded from the verdict.

@@ -111,7 +111,9 @@ re-warping labels every step. The release's loop, on one thread, already runs th
 about 40 % of that core's float32 matrix-multiply rate (printed above), so five times its rate on
 two threads would need the convolutions to run faster than the two-core matrix-multiply peak, with
 every other operation free. The ceiling rows of Table 7.2 give that bound, measured in the same
-run: on this machine no float32 implementation can reach 5x. Two further routes were measured and rejected: `torch.compile` (no
+run: on this machine, convolutions computed directly (or as matrix products) in float32 cannot reach
+5x. Fast-convolution algorithms such as Winograd's would need fewer multiplications, but PyTorch
+does not expose them on CPU. Two further routes were measured and rejected: `torch.compile` (no
 gain after a minute of compilation) and bfloat16 autocast of the U-Net (about 2x faster, but with
 the release's weights the mean recovered $|\phi|$ at $T'=30$ doubles, from 2.4 % to 4.7 % of the
 side on ACDC slices, so results would change; its row in Table 7.2 is for information and still
