@@ -165,8 +165,9 @@ class InputGrid:
         return {"network_grid": list(self.size), "field_of_view": list(self.new),
                 "padding": [list(p) for p in self.pads], "input_voxels_per_network_voxel": list(self.scale)}
 
-    #: network images per output sample (see :class:`SliceGrid`)
+    #: network images per output sample, and whether they are the slices of a stack (:class:`SliceGrid`)
     images_per_sample = 1
+    slicewise = False
 
     def network_images(self, image: np.ndarray) -> np.ndarray:
         """``(1, *size)``: the input on the network grid."""
@@ -186,6 +187,8 @@ class SliceGrid:
     input voxels with a zero through-plane component, so it is an ordinary 3-D DDF
     of the stack; slices are never mixed.
     """
+
+    slicewise = True
 
     def __init__(self, shape, spacing, size):
         if len(shape) != 3 or len(size) != 2:
@@ -454,7 +457,7 @@ def _warp_outputs(inputs: Inputs, ddf_in: torch.Tensor, grid):
     """Warp the original image (linear, border) and label (label-safe) by an input-grid DDF;
     a slice-wise stack is warped slice by slice with its in-plane fields."""
     from . import spatial
-    stack = isinstance(grid, SliceGrid)
+    stack = grid.slicewise
     ddf = grid.per_image(ddf_in)
 
     def batch(a):       # (*shape) -> (B, 1, *plane)
@@ -564,6 +567,16 @@ class _Job:
         return False
 
 
+def _run_record(command: str, args, inputs: Inputs, grid, **plan) -> dict:
+    """What determines a run's outputs (compared with the manifest's to resume); ``slicewise``
+    appears only when set, so plain runs keep the record they always had."""
+    run = {"command": command, "checkpoint_sha256": _sha256(args.checkpoint), **inputs.sha256(), **plan,
+           "n": args.n, "seed": args.seed, "recover": args.recover, "network_grid": list(grid.size)}
+    if grid.slicewise:
+        run["slicewise"] = True
+    return run
+
+
 def _network_image(net, inputs: Inputs, grid, device) -> torch.Tensor:
     """The input on the network grid, ``(m, C, *size)``: ``m = grid.images_per_sample``."""
     image = torch.from_numpy(grid.network_images(inputs.image))[:, None].to(device)
@@ -587,11 +600,7 @@ def cmd_augment(args) -> int:
     _check_levels(args.levels, net.config.timesteps)
     levels = list(dict.fromkeys(int(v) for v in args.levels))
     names = {f"L{lv}_{i}": _augment_names(lv, i, inputs.label is not None) for lv in levels for i in range(args.n)}
-    run = {"command": "augment", "checkpoint_sha256": _sha256(args.checkpoint), **inputs.sha256(),
-           "levels": levels, "n": args.n, "seed": args.seed, "recover": args.recover,
-           "network_grid": list(grid.size)}
-    if isinstance(grid, SliceGrid):
-        run["slicewise"] = True
+    run = _run_record("augment", args, inputs, grid, levels=levels)
     image_net = _network_image(net, inputs, grid, device)            # (m, C, *size)
     m = grid.images_per_sample
     fp = process_for(net, image_net)
@@ -659,11 +668,7 @@ def cmd_synth(args) -> int:
     _check_levels([s for _, s in pairs], T, "T'_syn")
     plan = {f"A{a}_S{s}_{i}": (a, s, i) for a, s in pairs for i in range(args.n)}
     names = {k: _synth_names(*p, inputs.label is not None) for k, p in plan.items()}
-    run = {"command": "synth", "checkpoint_sha256": _sha256(args.checkpoint), **inputs.sha256(),
-           "pairs": [list(p) for p in pairs], "n": args.n, "seed": args.seed, "recover": args.recover,
-           "network_grid": list(grid.size)}
-    if isinstance(grid, SliceGrid):
-        run["slicewise"] = True
+    run = _run_record("synth", args, inputs, grid, pairs=[list(p) for p in pairs])
     image_net = _network_image(net, inputs, grid, device)
     with _Job("synth", args, net, inputs, grid, device, names, run, pairs=[list(p) for p in pairs], n=args.n,
               note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
