@@ -457,7 +457,7 @@ def _row_summary(row: dict) -> dict:
     return {"synthesis": row["synthesis"], "finetune": row["finetune"],
             "dice": summary(pp["dice"]), "asd": summary(pp["asd"]), "hd": summary(pp["hd"]),
             "negj_permille": None if np.isnan(neg).all() else summary(neg),
-            "mean_disp_vox": summary(pp["disp"]) if "disp" in pp else None,
+            "mean_disp_vox": summary(pp["disp"]),
             "per_pair": {"dice": pp["dice"].tolist(), "asd": pp["asd"].tolist()}}
 
 
@@ -500,9 +500,9 @@ STILL_VOX = 0.5
 
 def still_rows(result: dict) -> list[str]:
     """Trained rows whose predicted fields barely move (mean |u| < :data:`STILL_VOX` voxels):
-    their scores are those of no registration, whatever the synthesis."""
-    return [k for k, r in result["rows"].items()
-            if ((r.get("mean_disp_vox") or {}).get("mean") or STILL_VOX) < STILL_VOX and k != _key("none", False)]
+    they score close to no registration, whatever the synthesis."""
+    means = {k: r["mean_disp_vox"]["mean"] for k, r in result["rows"].items() if k != _key("none", False)}
+    return [k for k, m in means.items() if m is not None and m < STILL_VOX]
 
 
 def table3_markdown(result: dict) -> str:
@@ -516,10 +516,10 @@ def table3_markdown(result: dict) -> str:
         row = result["rows"].get(_key(s, ft))
         if row is None:
             continue
-        neg, disp = row["negj_permille"], row.get("mean_disp_vox")
+        neg, disp = row["negj_permille"], row["mean_disp_vox"]
         lines.append(f"| {SYNTH_NAMES[s]} | {'✓' if ft else '×'} | {fmt(row['dice']['mean'], 2, 100)} | "
                      f"{fmt(row['asd']['mean'], 2)} | {fmt(row['hd']['mean'], 2)} | "
-                     f"{fmt(None if neg is None else neg['mean'], 2)} | {fmt(None if disp is None else disp['mean'], 2)} |")
+                     f"{fmt(None if neg is None else neg['mean'], 2)} | {fmt(disp['mean'], 2)} |")
     still = still_rows(result)
     if still:
         lines += ["", f"Not yet learned: {', '.join(_name(k) for k in still)}: the predicted fields move less than "
