@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from drdm import spatial
+from drdm import shared, spatial
 from drdm.cli import main
 from drdm.network import DRDMNet, NetworkConfig
 from drdm.phantoms import cardiac_phantom, thorax_phantom
@@ -21,7 +21,7 @@ from drdm.sampling_cli import InputGrid, load_network, network_size
 from drdm.training import TrainConfig, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-OFFICIAL_CKPT = REPO.parent / "shared" / "reference" / "official" / "models" / "cmr_recresacnet" / "000000_cmr_recresacnet.pth"
+OFFICIAL_CKPT = shared.official_checkpoint()   # None without the shared data
 # anisotropic spacing (1.5, 1.0, 1) mm with a translation
 AFFINE2 = np.array([[1.5, 0, 0, 10.0], [0, 1.0, 0, -5.0], [0, 0, 1.0, 3.0], [0, 0, 0, 1]])
 AFFINE3 = np.array([[1.2, 0, 0, -7.0], [0, 1.0, 0, 4.0], [0, 0, 2.0, 12.5], [0, 0, 0, 1]])
@@ -382,7 +382,7 @@ def test_table1_on_middle_slices_of_volumes(work, tmp_path, capsys):
     assert doc["n_images"] == 2 and doc["images"] == [str(work["vol"]), str(work["plain"])]
 
 
-@pytest.mark.skipif(not OFFICIAL_CKPT.exists(), reason="official checkpoint (../shared/reference/official) not present")
+@pytest.mark.skipif(OFFICIAL_CKPT is None, reason=shared.absent_reason("the release's 2-D checkpoint"))
 def test_official_weights_run_on_a_256_grid():
     net = load_network(OFFICIAL_CKPT)
     assert network_size(net) == (256, 256) and net.config.timesteps == 80

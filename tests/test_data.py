@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from drdm import data
+from drdm import data, shared
 
-MNMS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnms_subset"
+MNMS = shared.mnms_dir()   # None without the shared data
 
 
 # ---------------------------------------------------------------- helpers
@@ -266,8 +266,8 @@ def test_load_learn2reg_lung_layout(tmp_path):
 
 @pytest.fixture(scope="module")
 def mnms():
-    if not MNMS.is_dir():
-        pytest.skip(f"M&Ms development subset not found at {MNMS} (shared data absent)")
+    if MNMS is None:
+        pytest.skip(shared.absent_reason("M&Ms development subset"))
     return data.load_mnms(MNMS)
 
 

@@ -15,11 +15,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from drdm import data
+from drdm import data, shared
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "data_scripts"
-OFFICIAL = ROOT.parent / "shared" / "reference" / "official"
+OFFICIAL = shared.official_dir()   # None without the shared data
 CLOSED = "http://127.0.0.1:9/"                 # discard port: nothing listens there
 
 
@@ -143,8 +143,8 @@ def test_official_refuses_a_wrong_checksum(tmp_path, server):
 
 
 def test_official_table_matches_the_reference_copy():
-    if not OFFICIAL.is_dir():
-        pytest.skip(f"official reference files not found at {OFFICIAL}")
+    if OFFICIAL is None:
+        pytest.skip(shared.absent_reason("the release's reference files"))
     sys.path.insert(0, str(SCRIPTS))
     try:
         import get_official
@@ -275,9 +275,9 @@ def test_learn2reg_zip_is_laid_out(tmp_path, server):
 
 
 def test_mnms_3d_subset_is_verified_against_its_manifest(tmp_path):
-    mnms = ROOT.parent / "shared" / "data" / "mnms_subset"
-    if not mnms.is_dir():
-        pytest.skip(f"M&Ms development subset not found at {mnms} (shared data absent)")
+    mnms = shared.mnms_dir()
+    if mnms is None:
+        pytest.skip(shared.absent_reason("M&Ms development subset"))
     out = tmp_path / "copy"
     p, _ = _run("get_mnms.py", "--from-dir", mnms, "--out", out)
     assert p.returncode == 0, p.stderr

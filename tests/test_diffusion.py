@@ -1,17 +1,16 @@
 """drdm.diffusion: schedules, Eqs. 7/8/10 for the paper reading, official statistics."""
 import json
 import math
-from pathlib import Path
-
 import pytest
 import torch
 
+from drdm import shared
 from drdm import spatial as sp
 from drdm.diffusion import (DiffusionConfig, ForwardProcess, ddf_variance, discontinuity_variance,
                             dvf_variance, n_t, n_t1)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FORWARD_STATS = SHARED / "reference" / "official" / "forward_stats.json"
+OFFICIAL = shared.official_dir()   # None without the shared data
+FORWARD_STATS = OFFICIAL / "forward_stats.json" if OFFICIAL is not None else None
 
 
 def test_schedules_match_the_paper_and_release():
@@ -108,8 +107,8 @@ def test_official_target_is_zero_at_t0_and_squaring_agrees_with_euler():
         assert rel < 0.1, rel.item()
 
 
-@pytest.mark.skipif(not FORWARD_STATS.exists(), reason="../shared/reference/official/forward_stats.json "
-                    "not present (official forward-process statistics)")
+@pytest.mark.skipif(FORWARD_STATS is None or not FORWARD_STATS.exists(),
+                    reason=shared.absent_reason("the release's forward-process statistics (forward_stats.json)"))
 def test_official_reading_matches_release_statistics():
     ref = json.loads(FORWARD_STATS.read_text())
     S, n = ref["image_size"], ref["n_samples_per_t"]

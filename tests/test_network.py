@@ -1,20 +1,18 @@
 """drdm.network / drdm.checkpoint: the official weights reproduce the release's outputs."""
 import pickle
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from drdm import spatial
+from drdm import shared, spatial
 from drdm.checkpoint import CheckpointError, load_official, load_state_dict
 from drdm.network import DRDMNet, NetworkConfig, sinusoidal_table
 
-OFFICIAL = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "official"
-CKPT = OFFICIAL / "models" / "cmr_recresacnet" / "000000_cmr_recresacnet.pth"
-GOLDEN = OFFICIAL / "golden_network_io.npz"
-needs_official = pytest.mark.skipif(not (CKPT.exists() and GOLDEN.exists()),
-                                    reason="../shared/reference/official (official checkpoint and golden outputs) not present")
+OFFICIAL = shared.official_dir()   # None without the shared data
+CKPT = shared.official_checkpoint()
+GOLDEN = OFFICIAL / "golden_network_io.npz" if OFFICIAL is not None else None
+needs_official = pytest.mark.skipif(CKPT is None or GOLDEN is None or not GOLDEN.exists(),
+                                    reason=shared.absent_reason("the release's checkpoint and golden outputs"))
 
 
 @needs_official

@@ -2,8 +2,8 @@
 
 Run:  python tools/label_survival.py [--slices 30] [--n 2] [--levels 30,45]
 
-Reads ../shared/data/mnms_subset and ../shared/reference/official (skips with a reason
-when absent), takes a seeded random choice of labelled short-axis slices over all
+Reads the M&Ms subset and the release's checkpoint found by drdm.shared (skips with a
+reason when absent), takes a seeded random choice of labelled short-axis slices over all
 subjects and both phases, preprocesses them to the network's 256^2 grid and counts,
 per T', augmented label maps with a value not in the input and maps where an input
 label vanished (drdm.sampling.label_survival). Writes results/cpu/label_survival.json.
@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from drdm import data as D
+from drdm import shared
 from drdm.checkpoint import load_official
-from drdm.provenance import repo_root, save_results
+from drdm.provenance import save_results
 from drdm.sampling import label_survival
 
 
@@ -31,11 +32,9 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    shared = repo_root().parent / "shared"
-    mnms = shared / "data" / "mnms_subset"
-    ckpt = shared / "reference" / "official" / "models" / "cmr_recresacnet" / "000000_cmr_recresacnet.pth"
-    if not (mnms.is_dir() and ckpt.is_file()):
-        print(f"skipped: needs {mnms.name} and the release's checkpoint under ../shared")
+    mnms, ckpt = shared.mnms_dir(), shared.official_checkpoint()
+    if mnms is None or ckpt is None:
+        print("skipped:", shared.absent_reason("M&Ms subset and the release's checkpoint"))
         return 0
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -45,8 +44,7 @@ def main(argv=None):
     images = torch.from_numpy(np.stack([r.image for r in chosen])[:, None]).float()
     labels = torch.from_numpy(np.stack([r.label for r in chosen])[:, None].astype(np.int64))
     levels = [int(v) for v in args.levels.split(",")]
-    res = label_survival(load_official(ckpt), images, labels, levels, args.n, seed=args.seed, batch=args.n,
-                         padding="zeros", channels_last=True)
+    res = label_survival(load_official(ckpt), images, labels, levels, args.n, seed=args.seed, batch=args.n, channels_last=True)
     for level, row in res.items():
         print(f"T'={level}: {row['samples']} samples, new labels in {row['new']}, a label vanished in "
               f"{row['vanished']} ({row['survival_pct']:.1f} % survive; by label {row['vanished_by_label']})")

@@ -148,8 +148,9 @@ twice as large as the integrated flow and fold heavily at large $t$. Below: magn
 folding against $t$, beside the release's own statistics at $S = 256$ when available.
 """)
 code("""
-ref_path = repo_root().parent / "shared" / "reference" / "official" / "forward_stats.json"
-ref = json.loads(ref_path.read_text())["stats_by_t"] if ref_path.exists() else None
+from drdm.shared import official_dir    # None without the shared data (or with DRDM_SHARED=none)
+ref_path = official_dir() / "forward_stats.json" if official_dir() is not None else None
+ref = json.loads(ref_path.read_text())["stats_by_t"] if ref_path is not None and ref_path.exists() else None
 t_off = [0, 10, 20, 30, 40, 50, 60, 70, 79]
 official = {}
 for unit in ("official", "geometric"):
