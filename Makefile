@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 PROFILE ?= cpu
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+MATHJAX_VERSION ?= 3.2.2
 
-.PHONY: install test results book bench clean
+.PHONY: install test results book bench clean mathjax
 
 install: $(STAMP)
 
@@ -21,16 +22,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-test: $(STAMP)
+test: $(STAMP) mathjax
 	$(PY) -m pytest -q
 
 # Execute every notebook with papermill for PROFILE (ci | cpu | gpu) into book/_executed/
 results: $(STAMP)
 	$(PY) -m drdm.bookrun --profile $(PROFILE)
 
-book: results
+book: results mathjax
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 	@echo "book: _build/html/index.html"
+
+# MathJax from npm into book/_static/mathjax (not committed), so the book shows maths offline;
+# without npm the book loads it from the CDN instead (book/_ext/drdm_book.py)
+mathjax:
+	@bash tools/get_mathjax.sh $(MATHJAX_VERSION) book/_static/mathjax
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
