@@ -9,7 +9,7 @@ TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MATHJAX_VERSION ?= 3.2.2
 
-.PHONY: install test results book bench clean mathjax
+.PHONY: install test results book bench clean mathjax fidelity
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ book: results mathjax
 # without npm the book loads it from the CDN instead (book/_ext/drdm_book.py)
 mathjax:
 	@bash tools/get_mathjax.sh $(MATHJAX_VERSION) book/_static/mathjax
+
+# drdm's recovery (release setting) against the release's own loop on 40 M&Ms slices, in distribution,
+# and the divergence curves of chapter 3; needs ../shared; about 40 min on 2 cores, resumable
+fidelity: $(STAMP)
+	$(PY) -m drdm.fidelity --chaos
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"

@@ -56,7 +56,8 @@ def load_official(path: str | Path, ndim: int | None = None, in_channels: int | 
     :class:`CheckpointError` naming missing or unexpected keys and shape mismatches.
 
     The returned network is in eval mode; its outputs are in voxels (the release's
-    fraction-of-side outputs times the image side).
+    fraction-of-side outputs times the image side). It carries ``weights_origin =
+    "release"``, so :func:`drdm.sampling.deform` recovers with the release's settings.
     """
     sd = load_state_dict(path)
     w = sd.get("b1.0.conv0.weight")
@@ -81,4 +82,5 @@ def load_official(path: str | Path, ndim: int | None = None, in_channels: int | 
     if not all(v.is_floating_point() for v in sd.values()):
         raise CheckpointError(f"{path}: non-floating-point weights")
     net.load_state_dict(sd, strict=True)
+    net.weights_origin = "release"      # sampling then defaults to the release's recovery settings
     return net.eval()

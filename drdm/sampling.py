@@ -12,30 +12,111 @@ Recovery steps (``recover=``):
 ``"all"``: ``T-1, ..., 0`` whatever ``T'`` is, as the release's augmentation
     script does (80 steps for every sample).
 
+Recovery settings (``settings=``): Algorithm 2 leaves two resampling choices open,
+and the release's code makes them differently from this package's own defaults:
+
+``"release"``: what ``DeformDDPM.diff_recover`` does with ``Config/config_cmr.yaml``:
+    the original image is warped **bicubically** with zero padding inside the loop,
+    and the composition ``phi <- phi(x + psi) + psi`` reads ``phi`` with **zero**
+    padding outside the image. In 3-D (``config_lct``): linear warps, border
+    padding. One step reproduces the release's own step to about 1e-3 voxel
+    (``tests/test_recovery_release.py``); the default for the release's weights.
+``"drdm"``: linear image warps and border padding (this package's choice, used
+    to train and sample its own models); the default for every other network.
+
+The loop is chaotic: a 1e-4-voxel change of ``phi_{T':1}`` moves the final field by
+about a voxel, so two correct implementations agree step by step and in
+distribution, never sample by sample (book chapter 3, ``make fidelity``).
+
 Speed: the network's convolutions are over 80 % of the cost (about 0.2 s per
-256^2 recovery step on two CPU threads). ``channels_last=True`` cuts that by about
-a quarter on CPU; it changes float32 rounding, and the recovery amplifies such
-differences in single pixels, so it is off by default for bit-for-bit
-reproducibility. Reduced precision was measured and rejected: with the
-release's weights, bfloat16 autocast of the U-Net doubles the mean recovered
-|phi| at T'=30 (2.4 % -> 4.7 % of the side on ACDC slices), so every field here
-stays float32. ``benchmarks/sampling.py`` prints the float32 ceiling of a machine:
-the network's FLOPs at the measured matrix-multiply peak (on two CPU cores, about
-4x the release's one-thread loop at equal steps).
+256^2 recovery step on two CPU threads). On CPU, 2-D images of side >= 128 run the
+network in channels-last memory format by default (a converted copy; the caller's
+network is left as it is): about 1.3x faster, different float32 rounding, and the
+same distribution of recovered fields (``make fidelity``). Reduced precision was
+measured and rejected: with the release's weights, bfloat16 autocast of the U-Net
+doubles the mean recovered |phi| at T'=30 (2.4 % -> 4.7 % of the side on ACDC
+slices), so every field here stays float32. ``benchmarks/sampling.py`` prints the
+float32 ceiling of a machine: the network's FLOPs at the measured matrix-multiply
+peak.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 
-__all__ = ["DeformResult", "network_grid", "process_for", "deform", "augment", "registration_pairs", "table1", "label_survival",
+__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed",
+           "field_stats", "DeformResult", "network_grid", "process_for", "deform", "augment", "registration_pairs", "table1", "label_survival",
            "TABLE1_LEVELS"]
 
 TABLE1_LEVELS = (30, 45, 55, 65, 70)
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """The resampling choices of the recovery loop (module docstring).
+
+    Attributes:
+        name: ``"release"`` or ``"drdm"`` (recorded in every output).
+        image_mode: warp of the original image by the composed field inside the loop
+            (:func:`drdm.spatial.warp` mode).
+        padding: how the accumulated field is read outside the image when a step is
+            composed (``"zeros"`` or ``"border"``).
+    """
+    name: str
+    image_mode: str
+    padding: str
+
+
+SETTINGS = ("release", "drdm")
+_RELEASE = {2: RecoverySettings("release", "bicubic", "zeros"),      # config_cmr.yaml
+            3: RecoverySettings("release", "linear", "border")}      # config_lct.yaml
+_DRDM = RecoverySettings("drdm", "linear", "border")
+
+
+def is_release(net) -> bool:
+    """Whether ``net`` holds the release's weights (loaded by :func:`drdm.load_official`)."""
+    return getattr(net, "weights_origin", None) == "release"
+
+
+def recovery_settings(net, settings: str | RecoverySettings | None = None) -> RecoverySettings:
+    """The :class:`RecoverySettings` for ``net``: ``settings`` by name, or by default
+    ``"release"`` for the release's weights and ``"drdm"`` for every other network."""
+    if isinstance(settings, RecoverySettings):
+        return settings
+    if settings is None:
+        settings = "release" if is_release(net) else "drdm"
+    if settings == "release":
+        return _RELEASE[net.config.ndim]
+    if settings == "drdm":
+        return _DRDM
+    raise ValueError(f"settings must be one of {SETTINGS}, got {settings!r}")
+
+
+def sample_seed(seed: int, *keys: int) -> int:
+    """A per-sample seed from a run seed and the sample's keys (independent streams), so a
+    sample never depends on how samples are batched or on which ran before it.
+
+    >>> sample_seed(0, 30, 1) == sample_seed(0, 30, 1) != sample_seed(0, 30, 2)
+    True
+    """
+    state = np.random.SeedSequence([int(seed), *[int(k) for k in keys]]).generate_state(2, np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def _fast_layout(net, image, channels_last):
+    """A channels-last copy of ``net`` (or ``net`` itself) and the memory format to feed it."""
+    if channels_last is None:   # auto: where it was measured faster (CPU, 2-D, side >= 128)
+        channels_last = image.device.type == "cpu" and image.dim() == 4 and min(image.shape[2:]) >= 128
+    if not channels_last:
+        return net, None
+    fmt = torch.channels_last if image.dim() == 4 else torch.channels_last_3d
+    return copy.deepcopy(net).to(memory_format=fmt), fmt
 
 
 @dataclass
@@ -45,13 +126,15 @@ class DeformResult:
     Attributes:
         ddf: the generated DDF ``phi`` (random field composed with the recovery).
         random: the forward field ``phi_{T':1}`` alone.
-        image: the original image warped by ``ddf``.
+        image: the original image warped by ``ddf`` (the setting's image warp).
         steps: optional list of ``(t, image)`` after each recovery step (figures).
+        settings: the name of the :class:`RecoverySettings` used.
     """
     ddf: torch.Tensor
     random: torch.Tensor
     image: torch.Tensor
     steps: list = field(default_factory=list)
+    settings: str = "drdm"
 
 
 def network_grid(net) -> tuple[int, ...]:
@@ -79,9 +162,10 @@ def process_for(net, image, process=None) -> ForwardProcess:
 
 @torch.no_grad()
 def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator | None = None,
-           process: ForwardProcess | None = None, recover: str = "level", padding: str = "border",
+           process: ForwardProcess | None = None, recover: str = "level",
+           settings: str | RecoverySettings | None = None,
            return_steps: bool = False, random_ddf: torch.Tensor | None = None,
-           channels_last: bool = False, grid=None) -> DeformResult:
+           channels_last: bool | None = None, grid=None) -> DeformResult:
     """Algorithm 2: a plausible deformation of each image in the batch.
 
     Args:
@@ -92,11 +176,12 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
         process: the forward process (default: the one the network was trained with,
             or the official reading for the release's weights).
         recover: ``"level"`` or ``"all"`` (module docstring).
-        padding: how the accumulated field is read outside the image during composition.
+        settings: ``"release"``, ``"drdm"`` or a :class:`RecoverySettings` (module
+            docstring); default: ``"release"`` for the release's weights, else ``"drdm"``.
         return_steps: keep the image after every recovery step (for figures).
         random_ddf: use this ``phi_{T':1}`` instead of drawing one.
-        channels_last: run the network in channels-last memory format (converts
-            the network's parameters in place; faster on CPU, different rounding).
+        channels_last: run a channels-last copy of the network (faster on CPU,
+            different rounding); ``None``: on CPU for 2-D images of side >= 128.
         grid: run the recovery on this grid (e.g. the one the network was trained
             on, :func:`network_grid`) and resample the fields to the image's grid
             (:func:`drdm.spatial.resize_ddf`); ``image`` is still warped at its own
@@ -117,25 +202,32 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
             raise ValueError(f"grid must have {image.dim() - 2} sizes, got {grid}")
         mode = "bilinear" if image.dim() == 4 else "trilinear"
         small = torch.nn.functional.interpolate(image, size=grid, mode=mode, align_corners=True)
-        res = deform(net, small, level, generator=generator, process=process, recover=recover, padding=padding,
+        res = deform(net, small, level, generator=generator, process=process, recover=recover, settings=settings,
                      return_steps=return_steps, channels_last=channels_last,
                      random_ddf=None if random_ddf is None else spatial.resize_ddf(random_ddf, grid))
         ddf = spatial.resize_ddf(res.ddf, image.shape[2:])
-        return DeformResult(ddf, spatial.resize_ddf(res.random, image.shape[2:]), spatial.warp(image, ddf), res.steps)
+        mode = recovery_settings(net, settings).image_mode
+        return DeformResult(ddf, spatial.resize_ddf(res.random, image.shape[2:]), spatial.warp(image, ddf, mode=mode),
+                            res.steps, res.settings)
     if not 0 <= int(level) < T:
         raise ValueError(f"level T' must lie in [0, {T - 1}] for this network (T={T}); got {level}")
     if recover not in ("level", "all"):
         raise ValueError(f"recover must be 'level' or 'all', got {recover!r}")
+    rs = recovery_settings(net, settings)
     net.eval()
-    fmt = None
-    if channels_last:
-        fmt = torch.channels_last if image.dim() == 4 else torch.channels_last_3d
-        net.to(memory_format=fmt)
+    run, fmt = _fast_layout(net, image, channels_last)
+
+    # On CPU the network sees one image at a time: batched convolutions round differently
+    # from single ones, the chaotic loop turns that into different samples, and CPU gains
+    # nothing from batching (benchmarks/sampling.py). So CPU results never depend on the batch.
+    one_by_one = image.device.type == "cpu"
 
     def predict(x, t):
-        if fmt is None:
-            return net(x, t)
-        return net(x.contiguous(memory_format=fmt), t).contiguous()
+        if fmt is not None:
+            x = x.contiguous(memory_format=fmt)
+        if one_by_one and x.shape[0] > 1:
+            return torch.cat([run(x[i:i + 1], t[i:i + 1]).contiguous() for i in range(x.shape[0])])
+        return run(x, t).contiguous()
 
     fp = process_for(net, image, process)
     B = image.shape[0]
@@ -143,28 +235,49 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
         random_ddf = fp.sample(torch.full((B,), int(level)), generator, device=image.device,
                                dtype=image.dtype).phi
     phi = random_ddf
-    current = spatial.warp(image, phi)
+    current = spatial.warp(image, phi, mode=rs.image_mode)
     steps = [(int(level), current)] if return_steps else []
     first = int(level) - 1 if recover == "level" else T - 1
     for t in range(first, -1, -1):
-        psi = predict(current, torch.full((B,), t, device=image.device))
-        phi = spatial.compose(psi, phi, padding_mode=padding)
-        current = spatial.warp(image, phi)
+        _, phi, current = recovery_step(predict, image, phi, current, t, rs)
         if return_steps:
             steps.append((t, current))
-    return DeformResult(phi, random_ddf, current, steps)
+    return DeformResult(phi, random_ddf, current, steps, rs.name)
+
+
+def recovery_step(net, image: torch.Tensor, phi: torch.Tensor, current: torch.Tensor, t: int,
+                  settings: RecoverySettings):
+    """One step of Algorithm 2's loop, as :func:`deform` runs it.
+
+    Args:
+        net: the network, or any callable ``(x, t) -> psi`` in voxels.
+        image: the original image ``(B, C, *S)``; phi: the accumulated field
+            ``(B, ndim, *S)`` in voxels; current: ``image`` warped by ``phi``.
+        t: the network's 0-based time index for this step.
+        settings: a :class:`RecoverySettings` (:func:`recovery_settings`).
+
+    Returns:
+        ``(psi, phi_next, current_next)``: the prediction, ``phi(x + psi) + psi``
+        (Eq. 5, read with the setting's padding) and the original image warped
+        once by ``phi_next`` (the setting's image warp).
+    """
+    psi = net(current, torch.full((image.shape[0],), int(t), device=image.device))
+    phi = spatial.compose(psi, phi, padding_mode=settings.padding)
+    return psi, phi, spatial.warp(image, phi, mode=settings.image_mode)
 
 
 @torch.no_grad()
 def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int, *,
-            generator: torch.Generator | None = None, batch: int = 8, mode: str = "linear", **kw):
+            generator: torch.Generator | None = None, batch: int = 8, mode: str | None = None, **kw):
     """Algorithm 3: ``n`` deformed copies of one image (and label) per level.
 
     Args:
         image: ``(1, C, *S)``; label: ``(1, 1, *S)`` integer or None.
         levels: iterable of ``T'``. n: samples per level. batch: samples per network call.
-        mode: interpolation of the image (``linear`` or ``bicubic`` in 2D); labels
+        mode: interpolation of the image (``linear`` or ``bicubic`` in 2D; default: the
+            recovery setting's, bicubic for the release's weights in 2-D); labels
             always use the label-safe warp (no invented values, dtype kept).
+        **kw: passed to :func:`deform` (``settings``, ``recover``, ``grid``, ...).
 
     Yields:
         dicts with ``level``, ``index``, ``image`` ``(1, C, *S)``, ``label`` or None,
@@ -179,7 +292,8 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
         while done < n:
             b = min(batch, n - done)
             res = deform(net, image.expand(b, *image.shape[1:]), level, generator=generator, **kw)
-            imgs = spatial.warp(image.expand(b, *image.shape[1:]), res.ddf, mode=mode)
+            imgs = spatial.warp(image.expand(b, *image.shape[1:]), res.ddf,
+                                mode=mode or recovery_settings(net, kw.get("settings")).image_mode)
             labs = (spatial.warp(label.expand(b, *label.shape[1:]), res.ddf, mode="label")
                     if label is not None else None)
             for i in range(b):
@@ -210,7 +324,10 @@ def registration_pairs(net, image: torch.Tensor, pairs, *, generator=None, **kw)
                "fixed": spatial.warp(image, both), "ddf": syn.ddf, "ddf_aug": aug.ddf}
 
 
-def _stats(ddf: torch.Tensor) -> dict:
+def field_stats(ddf: torch.Tensor) -> dict:
+    """Table 1's metrics per field: ``{"max_pct", "mean_pct", "negJ_pct"}``, each ``(B,)``
+    float64: max and mean |u| in % of the side, and % of voxels with ``det(I + grad u) < 0``
+    (``numpy.gradient`` differences, as the release evaluates them)."""
     m = spatial.magnitude_stats(ddf.double())
     return {"max_pct": m["max_pct"], "mean_pct": m["mean_pct"],
             "negJ_pct": 100 * spatial.negative_jacobian_fraction(ddf.double())}
@@ -218,39 +335,50 @@ def _stats(ddf: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def table1(net, images: torch.Tensor, levels=TABLE1_LEVELS, *, seed: int = 0, batch: int = 8,
-           progress: bool = True, **kw) -> dict:
+           progress: bool = True, return_rows: bool = False, **kw) -> dict:
     """Table 1: mean +- std over images of max and mean |phi| (% of the side) and |J|<0 (%).
 
     For each level, both the random forward field ``phi_{T':1}`` and the generated
     (recovered) field. Metrics: :func:`drdm.spatial.magnitude_stats` and
     :func:`drdm.spatial.negative_jacobian_fraction` (central differences, the
-    release's evaluation definitions).
+    release's evaluation definitions). Image ``i`` at level ``L`` draws its random
+    field from its own generator (:func:`sample_seed` of ``(seed, L, i)``), so the
+    numbers do not depend on ``batch``.
 
     Args:
         images: ``(N, C, *S)``; one sample per image and level.
+        return_rows: also return the per-image values, ``{level: {kind: {metric:
+            [N values]}}}``.
+        **kw: passed to :func:`deform` (``settings``, ``recover``, ...).
 
     Returns:
-        ``{level: {"random": {metric: {"mean", "std"}}, "recovered": {...}}}``.
+        ``{level: {"random": {metric: {"mean", "std"}}, "recovered": {...}}}``; with
+        ``return_rows``, the tuple ``(that, per_image)``.
     """
     from tqdm.auto import tqdm
-    out = {}
-    g = torch.Generator(images.device).manual_seed(seed)
+    out, per_image = {}, {}
+    dev = images.device
     total = len(levels) * ((images.shape[0] + batch - 1) // batch)
     bar = tqdm(total=total, disable=not progress, desc="table1")
+    fp = process_for(net, images, kw.pop("process", None))
     for level in levels:
         rows = {"random": [], "recovered": []}
         for i in range(0, images.shape[0], batch):
-            res = deform(net, images[i:i + batch], level, generator=g, **kw)
-            rows["random"].append(_stats(res.random))
-            rows["recovered"].append(_stats(res.ddf))
+            chunk = images[i:i + batch]
+            phi = torch.cat([fp.sample(torch.tensor([int(level)]),
+                                       torch.Generator(dev).manual_seed(sample_seed(seed, level, i + j)),
+                                       device=dev, dtype=images.dtype).phi for j in range(chunk.shape[0])])
+            res = deform(net, chunk, level, process=fp, random_ddf=phi, **kw)
+            rows["random"].append(field_stats(res.random))
+            rows["recovered"].append(field_stats(res.ddf))
             bar.update(1)
-        out[int(level)] = {
-            kind: {k: {"mean": torch.cat([r[k] for r in rs]).mean().item(),
-                       "std": torch.cat([r[k] for r in rs]).std().item() if images.shape[0] > 1 else 0.0}
-                   for k in ("max_pct", "mean_pct", "negJ_pct")}
-            for kind, rs in rows.items()}
+        cat = {kind: {k: torch.cat([r[k] for r in rs]) for k in ("max_pct", "mean_pct", "negJ_pct")}
+               for kind, rs in rows.items()}
+        per_image[int(level)] = {kind: {k: v.tolist() for k, v in m.items()} for kind, m in cat.items()}
+        out[int(level)] = {kind: {k: {"mean": v.mean().item(), "std": v.std().item() if v.numel() > 1 else 0.0}
+                                  for k, v in m.items()} for kind, m in cat.items()}
     bar.close()
-    return out
+    return (out, per_image) if return_rows else out
 
 
 @torch.no_grad()

@@ -62,6 +62,7 @@ import torch
 from .checkpoint import CheckpointError
 from .data import DataError
 from .provenance import _temp_affixes
+from .sampling import SETTINGS, recovery_settings, sample_seed
 
 __all__ = ["add_commands", "load_network", "network_size", "InputGrid", "MAX_GRID_VOXELS"]
 
@@ -407,12 +408,6 @@ class OutputDir:
 
 # ---------------------------------------------------------------- shared steps
 
-def _sample_seed(seed: int, *keys: int) -> int:
-    """A per-sample seed from the run seed and the sample's keys (independent streams)."""
-    state = np.random.SeedSequence([int(seed), *[int(k) for k in keys]]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
-
-
 def _check_levels(levels, T: int, what: str = "level T'"):
     for lv in levels:
         if not 0 <= int(lv) < T:
@@ -435,6 +430,7 @@ def _setup(args):
     device = _device(args.device)
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     net = load_network(args.checkpoint, device)
+    args.settings = recovery_settings(net, None if args.settings == "auto" else args.settings).name
     slicewise = getattr(args, "slicewise", False)
     inputs = Inputs(args.image, args.label, slicewise=slicewise)
     if slicewise and inputs.ndim == 2 and net.config.ndim == 2:
@@ -531,7 +527,7 @@ class _Job:
             "format": f"drdm-{command}-1", "command": command, "drdm_version": __version__,
             "checkpoint": str(args.checkpoint), "checkpoint_sha256": run["checkpoint_sha256"],
             "image": str(inputs.image_path), "label": None if inputs.label_path is None else str(inputs.label_path),
-            "seed": args.seed, "recover": args.recover, "device": str(device),
+            "seed": args.seed, "recover": args.recover, "settings": args.settings, "device": str(device),
             "network": {"ndim": net.config.ndim, "timesteps": net.config.timesteps, "variant": net.config.variant},
             "geometry": grid.describe(), "ddf_convention": DDF_CONVENTION,
             "run": run, "complete": False, "outputs": [], **extra}
@@ -571,7 +567,8 @@ def _run_record(command: str, args, inputs: Inputs, grid, **plan) -> dict:
     """What determines a run's outputs (compared with the manifest's to resume); ``slicewise``
     appears only when set, so plain runs keep the record they always had."""
     run = {"command": command, "checkpoint_sha256": _sha256(args.checkpoint), **inputs.sha256(), **plan,
-           "n": args.n, "seed": args.seed, "recover": args.recover, "network_grid": list(grid.size)}
+           "n": args.n, "seed": args.seed, "recover": args.recover, "settings": args.settings,
+           "network_grid": list(grid.size)}
     if grid.slicewise:
         run["slicewise"] = True
     return run
@@ -609,7 +606,7 @@ def cmd_augment(args) -> int:
     def random_fields(lv, i):
         # one generator per sample (per slice of a stack): independent of --batch and of resuming
         keys = [(args.seed, lv, i)] if m == 1 else [(args.seed, lv, i, k) for k in range(m)]
-        return [fp.sample(torch.tensor([lv]), torch.Generator(device).manual_seed(_sample_seed(*kk)),
+        return [fp.sample(torch.tensor([lv]), torch.Generator(device).manual_seed(sample_seed(*kk)),
                           device=device).phi for kk in keys]
 
     with _Job("augment", args, net, inputs, grid, device, names, run,
@@ -620,7 +617,7 @@ def cmd_augment(args) -> int:
             for c in range(0, len(mine), per_call):
                 idx = mine[c:c + per_call]
                 res = deform(net, image_net.repeat(len(idx), *[1] * (image_net.dim() - 1)), lv, process=fp,
-                             recover=args.recover, random_ddf=torch.cat([f for i in idx for f in random_fields(lv, i)]))
+                             recover=args.recover, settings=args.settings, random_ddf=torch.cat([f for i in idx for f in random_fields(lv, i)]))
                 for j, i in enumerate(idx):
                     key = f"L{lv}_{i}"
                     ddf_net = res.ddf[j * m:(j + 1) * m]
@@ -674,8 +671,9 @@ def cmd_synth(args) -> int:
               note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
         for key in job.todo():
             a, s, i = plan[key]
-            g = torch.Generator(device).manual_seed(_sample_seed(args.seed, a, s, i))
-            r = next(registration_pairs(net, image_net, [(a, s)], generator=g, recover=args.recover))
+            g = torch.Generator(device).manual_seed(sample_seed(args.seed, a, s, i))
+            r = next(registration_pairs(net, image_net, [(a, s)], generator=g, recover=args.recover,
+                                           settings=args.settings))
             both = spatial.compose(r["ddf"], r["ddf_aug"])          # moving's field, then phi_syn
             aug_in, both_in, syn_in = (grid.ddf_to_input(u) for u in (r["ddf_aug"], both, r["ddf"]))
             mv, mv_lab = _warp_outputs(inputs, aug_in, grid)
@@ -751,18 +749,19 @@ def cmd_table1(args) -> int:
         raise ValueError("--out and --csv name the same file")
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     net = load_network(args.checkpoint, device)
+    args.settings = recovery_settings(net, None if args.settings == "auto" else args.settings).name
     _check_levels(args.levels, net.config.timesteps)
     nd = net.config.ndim
     size = check_grid((args.size,) * nd if args.size else network_size(net))
     images = _table1_images(args, net, size).to(device)
     images = images.expand(-1, net.config.in_channels, *[-1] * nd)
     res = table1(net, images, [int(v) for v in args.levels], seed=args.seed, batch=args.batch,
-                 progress=sys.stderr.isatty(), recover=args.recover)
+                 progress=sys.stderr.isatty(), recover=args.recover, settings=args.settings)
     print(_format_table(res))
     from . import __version__
     doc = {"format": "drdm-table1-1", "drdm_version": __version__, "checkpoint": str(args.checkpoint),
            "checkpoint_sha256": _sha256(args.checkpoint), "seed": args.seed, "levels": [int(v) for v in args.levels],
-           "size": list(size), "recover": args.recover, "device": str(device),
+           "size": list(size), "recover": args.recover, "settings": args.settings, "device": str(device),
            "images": [str(p) for p in args.images] if args.images else None, "phantoms": args.phantoms,
            "phantom_seed": PHANTOM_SEED if args.phantoms else None,
            "n_images": int(images.shape[0]),
@@ -839,6 +838,10 @@ def add_commands(subparsers, levels_type, positive_type) -> None:
         p.add_argument("--seed", type=_nonneg, default=0, help="run seed; each sample gets its own stream (default 0)")
         p.add_argument("--recover", choices=("level", "all"), default="level",
                        help="recovery steps: T'-1..0 (Algorithm 2, default) or all T-1..0 (the release's script)")
+        p.add_argument("--settings", choices=("auto",) + SETTINGS, default="auto",
+                       help="recovery resampling: release (bicubic image warps, zero-padded composition, as the "
+                            "release's diff_recover) or drdm (linear, border); auto: release for the release's "
+                            "weights, drdm otherwise (default)")
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
         p.add_argument("--overwrite", action="store_true", help="replace existing outputs of another run")
         p.add_argument("--size", type=positive_type, default=None, help=size_help)

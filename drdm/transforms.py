@@ -46,6 +46,8 @@ class RandDRDMd(_Base):
         device: where the network runs (``"cpu"``, ``"cuda"``, ...); results return to
             each array's own device.
         recover: ``"level"`` (Algorithm 2) or ``"all"`` (see :mod:`drdm.sampling`).
+        settings: the recovery's resampling, ``"release"`` or ``"drdm"`` (see
+            :mod:`drdm.sampling`); ``None``: release for the release's weights, else drdm.
         spatial_size: the grid the network runs on. ``"network"`` (default): the grid it
             was trained on (``train_config["image_size"]``, 256 for the release's 2-D
             weights); ``None``: the data's own grid (sides divisible by 8); or an int /
@@ -68,7 +70,7 @@ class RandDRDMd(_Base):
 
     def __init__(self, keys=("image", "label"), checkpoint=None, levels=(30,), prob: float = 1.0,
                  label_keys=("label",), seed: int | None = None, device="cpu", recover: str = "level",
-                 spatial_size="network", padding_mode: str = "border", allow_missing_keys: bool = False):
+                 settings: str | None = None, spatial_size="network", padding_mode: str = "border", allow_missing_keys: bool = False):
         self.keys = (keys,) if isinstance(keys, (str, bytes)) else tuple(keys)
         if not self.keys:
             raise ValueError("keys must name at least one key")
@@ -89,6 +91,10 @@ class RandDRDMd(_Base):
         if recover not in ("level", "all"):
             raise ValueError(f"recover must be 'level' or 'all', got {recover!r}")
         self.recover = recover
+        from .sampling import SETTINGS
+        if settings is not None and settings not in SETTINGS:
+            raise ValueError(f"settings must be one of {SETTINGS} or None, got {settings!r}")
+        self.settings = settings
         if padding_mode not in ("border", "zeros"):
             raise ValueError(f"padding_mode must be 'border' or 'zeros', got {padding_mode!r}")
         self.padding_mode = padding_mode
@@ -240,7 +246,8 @@ class RandDRDMd(_Base):
         lo, hi = x.amin(), x.amax()
         x = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
         g = torch.Generator(self.device).manual_seed(self._seed)
-        ddf = deform(net, x, self._level, generator=g, recover=self.recover).ddf      # (1, nd, *size)
+        ddf = deform(net, x, self._level, generator=g, recover=self.recover,
+                     settings=self.settings).ddf      # (1, nd, *size)
         if size != S:
             ddf = spatial.resize_ddf(ddf, S)                                           # (1, nd, *S), data voxels
         self.last_ddf = ddf[0].cpu()

@@ -1,0 +1,246 @@
+"""Does drdm's recovery behave as the release's? Agreement in distribution, and the chaos.
+
+The release's recovery loop (``DeformDDPM.diff_recover``) was run, unmodified, on 40
+real M&Ms slices (``reference/official/recovery_inputs.npz``, one sample per slice and
+level, T' = 30 and 45; ``recovery_stats.json``). :func:`run` draws one sample per
+slice, level and run seed (two by default) with :func:`drdm.sampling.deform` on the
+same inputs and
+:func:`compare` tests every metric with the criterion
+
+    |mean_drdm - mean_release| <= max(rel * |mean_release| (abs for |J|<0), k * SE),
+
+``SE = sqrt(s_d^2 / n_d + s_r^2 / n_r)`` (standard error of the difference of means;
+``rel`` = 10 %, ``abs`` = 0.3 percentage points, ``k`` = 2.5). Samples cannot be
+compared one by one: the loop is chaotic (:func:`divergence`).
+
+Run it with ``make fidelity`` (``python -m drdm.fidelity``); it resumes an interrupted
+run from its partial file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import spatial
+from .sampling import (_fast_layout, deform, field_stats, process_for, recovery_settings, recovery_step,
+                       sample_seed)
+
+__all__ = ["METRICS", "CRITERION", "release_reference", "sample_rows", "run", "compare", "format_table",
+           "divergence"]
+
+METRICS = ("rec_max", "rec_mean", "rec_negJ", "rnd_max", "rnd_mean", "rnd_negJ")
+CRITERION = {"rel": 0.10, "abs_negJ": 0.3, "k_se": 2.5}
+_KEYS = {"max": "max_pct", "mean": "mean_pct", "negJ": "negJ_pct"}
+
+
+def release_reference(official: Path) -> tuple[np.ndarray, list[str], dict]:
+    """``(inputs (40, 256, 256) float32, names, recovery_stats)`` from ``reference/official``."""
+    npz = np.load(Path(official) / "recovery_inputs.npz")
+    stats = json.loads((Path(official) / "recovery_stats.json").read_text())
+    return npz["inputs"].astype(np.float32), [str(n) for n in npz["names"]], stats
+
+
+def sample_rows(net, image: torch.Tensor, level: int, seed: int, index: int, settings=None,
+                channels_last=None) -> dict:
+    """One Algorithm-2 sample of a ``(1, 1, S, S)`` image; the release's metrics of the
+    recovered (``rec_*``) and random (``rnd_*``) fields, in % (see ``recovery_stats.json``)."""
+    g = torch.Generator(image.device).manual_seed(sample_seed(seed, level, index))
+    res = deform(net, image, level, generator=g, settings=settings, channels_last=channels_last)
+    row = {}
+    for prefix, ddf in (("rec", res.ddf), ("rnd", res.random)):
+        st = field_stats(ddf)
+        row.update({f"{prefix}_{k}": float(st[v][0]) for k, v in _KEYS.items()})
+    row["settings"] = res.settings
+    return row
+
+
+def run(net, official: Path, partial: Path, levels=(30, 45), seeds=(0,), limit: int | None = None,
+        settings=None, channels_last=None, progress: bool = True) -> list[dict]:
+    """One sample per input slice, level and run seed; rows are appended to ``partial`` (JSON
+    lines) as they finish, and rows already there are kept, so an interrupted run resumes."""
+    from tqdm.auto import tqdm
+    inputs, names, _ = release_reference(official)
+    n = len(inputs) if limit is None else min(limit, len(inputs))
+    partial = Path(partial)
+    done = {}
+    if partial.exists():
+        for line in partial.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                done[(r.get("run_seed", 0), r["T_prime"], r["index"])] = r
+    keys = [(sd, lv, i) for sd in seeds for lv in levels for i in range(n)]
+    todo = [k for k in keys if k not in done]
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(keys), initial=len(keys) - len(todo), disable=not progress,
+              desc="fidelity") as bar, partial.open("a") as fh:
+        for sd, lv, i in todo:
+            t0 = time.perf_counter()
+            img = torch.from_numpy(inputs[i])[None, None]
+            row = {"slice": names[i], "index": i, "T_prime": lv, "run_seed": sd, "seed": sample_seed(sd, lv, i),
+                   **sample_rows(net, img, lv, sd, i, settings, channels_last),
+                   "s": round(time.perf_counter() - t0, 2)}
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()
+            done[(sd, lv, i)] = row
+            bar.update(1)
+    return [done[k] for k in keys]
+
+
+def _moments(values) -> tuple[float, float, int]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def compare(ours: list[dict], release_rows: list[dict], levels=(30, 45), criterion=CRITERION) -> list[dict]:
+    """Every metric at every level: means, standard deviations, the difference, its
+    standard error, the allowed difference and whether it holds (module docstring).
+    ``release_rows``: ``recovery_stats.json``'s ``per_slice`` restricted to the
+    same slices."""
+    out = []
+    for lv in levels:
+        mine = [r for r in ours if r["T_prime"] == lv]
+        idx = {r["index"] for r in mine}
+        ref = [r for r in release_rows if r["T_prime"] == lv and r["index"] in idx]
+        for m in METRICS:
+            md, sd, nd = _moments([r[m] for r in mine])
+            mr, sr, nr = _moments([r[m] for r in ref])
+            se = math.sqrt(sd ** 2 / nd + sr ** 2 / nr)
+            tol = criterion["abs_negJ"] if m.endswith("negJ") else criterion["rel"] * abs(mr)
+            allowed = max(tol, criterion["k_se"] * se)
+            out.append({"T_prime": lv, "metric": m, "n_drdm": nd, "n_release": nr, "drdm_mean": md,
+                        "drdm_std": sd, "release_mean": mr, "release_std": sr, "difference": md - mr,
+                        "se_difference": se, "allowed": allowed, "agrees": abs(md - mr) <= allowed})
+    return out
+
+
+def format_table(rows: list[dict]) -> str:
+    """A Markdown table of :func:`compare`'s rows."""
+    lines = ["| T' | metric | drdm mean (std) | release mean (std) | difference | SE | allowed | agrees |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['T_prime']} | {r['metric']} | {r['drdm_mean']:.3f} ({r['drdm_std']:.3f}) | "
+                     f"{r['release_mean']:.3f} ({r['release_std']:.3f}) | {r['difference']:+.3f} | "
+                     f"{r['se_difference']:.3f} | {r['allowed']:.3f} | {'yes' if r['agrees'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def divergence(net, image: torch.Tensor, level: int, seed: int = 0, eps: float = 1e-4,
+               settings=None) -> dict:
+    """How far two recoveries drift apart, step by step (the chaos of the loop).
+
+    Three runs from one random field ``phi_{T':1}``: the reference (contiguous layout),
+    the same field perturbed by ``eps`` voxel (one random unit direction per voxel,
+    a fixed generator), and the reference field with the network in channels-last
+    layout (float32 rounding only). Returns, per recovery step, the mean and max
+    over voxels of ``|phi_ref - phi_other|`` in voxels, for both others.
+    """
+    rs = recovery_settings(net, settings)
+    fp = process_for(net, image)
+    phi0 = fp.sample(torch.tensor([level]), torch.Generator(image.device).manual_seed(seed),
+                     device=image.device).phi
+    g = torch.Generator(image.device).manual_seed(seed + 1)
+    direction = torch.randn(phi0.shape, generator=g, device=image.device)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    fast, fmt = _fast_layout(net, image, True)
+    runs = {"reference": (net, None, phi0), "perturbed": (net, None, phi0 + eps * direction),
+            "channels_last": (fast, fmt, phi0)}
+    states = {k: (phi, spatial.warp(image, phi, mode=rs.image_mode)) for k, (_, _, phi) in runs.items()}
+    curves = {k: {"mean": [], "max": []} for k in ("perturbed", "channels_last")}
+    steps = []
+    for t in range(level - 1, -1, -1):
+        for k, (model, f, _) in runs.items():
+            def predict(x, tt, model=model, f=f):
+                return model(x if f is None else x.contiguous(memory_format=f), tt).contiguous()
+            phi, cur = states[k]
+            _, phi, cur = recovery_step(predict, image, phi, cur, t, rs)
+            states[k] = (phi, cur)
+        steps.append(level - t)
+        ref = states["reference"][0]
+        for k in curves:
+            d = (states[k][0] - ref).norm(dim=1)
+            curves[k]["mean"].append(float(d.mean()))
+            curves[k]["max"].append(float(d.max()))
+    return {"T_prime": level, "eps_voxel": eps, "settings": rs.name, "step": steps, **curves}
+
+
+def main(argv=None) -> int:
+    from .provenance import Timer, atomic_write, save_results
+    from .shared import absent_reason, official_checkpoint, official_dir
+    from .checkpoint import load_official
+    ap = argparse.ArgumentParser(description="drdm's recovery against the release's own loop, in distribution "
+                                             "(and the divergence curves of chapter 3)")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N slices (default all 40)")
+    ap.add_argument("--levels", default="30,45")
+    ap.add_argument("--seeds", default="0,1", help="run seeds: one sample per slice, level and seed "
+                    "(default 0,1: 80 samples per level against the release's 40)")
+    ap.add_argument("--settings", default="release", choices=("release", "drdm"))
+    ap.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="results", help="results folder; files go to OUT/fidelity/")
+    ap.add_argument("--chaos", action="store_true", help="also write the divergence curves (chaos.json)")
+    args = ap.parse_args(argv)
+    official, ckpt = official_dir(), official_checkpoint()
+    if official is None or ckpt is None or not (official / "recovery_stats.json").exists():
+        print("skipped: " + absent_reason("the release's recovery statistics and weights"))
+        return 0
+    torch.set_num_threads(args.threads)
+    levels = tuple(int(v) for v in args.levels.split(","))
+    cl = {"auto": None, "on": True, "off": False}[args.channels_last]
+    net = load_official(ckpt)
+    tag = args.settings + ("" if cl is None else f"_cl{args.channels_last}")
+    partial = Path(args.out) / "fidelity" / f"partial_{tag}.jsonl"
+    if not partial.is_absolute():
+        import os
+        from .provenance import repo_root
+        partial = Path(os.environ.get("DRDM_OUTPUT_ROOT") or repo_root()) / partial
+    _, _, stats = release_reference(official)
+    timer = Timer()
+    seeds = tuple(int(v) for v in args.seeds.split(","))
+    ours = run(net, official, partial, levels, seeds, args.limit, args.settings, cl)
+    rows = compare(ours, stats["per_slice"], levels)
+    table = format_table(rows)
+    per_seed = {sd: compare([r for r in ours if r["run_seed"] == sd], stats["per_slice"], levels) for sd in seeds}
+    ok = all(r["agrees"] for r in rows)
+    command = "make fidelity" if argv is None and not __import__("sys").argv[1:] else \
+        "python -m drdm.fidelity " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    verdict = ("every metric agrees with the release's own loop" if ok else
+               "DISAGREES: " + ", ".join(f"T'={r['T_prime']} {r['metric']}" for r in rows if not r["agrees"]))
+    print(table + "\n\n" + verdict)
+    device = "cpu, %d threads" % args.threads
+    samples = [{k: v for k, v in r.items() if k != "s"} for r in ours]
+    path = save_results(f"recovery_{tag}", {"command": command, "settings": args.settings,
+                                            "channels_last": args.channels_last, "criterion": CRITERION,
+                                            "rows": rows, "verdict": verdict, "all_agree": ok, "seeds": list(seeds),
+                                            "rows_by_seed": {str(k): v for k, v in per_seed.items()},
+                                            "samples": samples},
+                        profile="fidelity", seed=seeds[0], device=device, wall_time_s=timer.elapsed,
+                        out_dir=args.out, data="release recovery_inputs (40 M&Ms slices)",
+                        timings={"sample_seconds_total": sum(r["s"] for r in ours)})
+    md = (f"# drdm ({args.settings} setting) against the release's own recovery loop\n\n"
+          f"Command: `{command}`. Criterion: |difference of means| <= max(10 % of the release's mean "
+          f"(0.3 points for |J|<0), 2.5 SE of the difference). Metrics in % (of the side, or of pixels).\n\n"
+          f"All {len(seeds)} run seeds pooled ({len(seeds)} samples per slice and level):\n\n"
+          f"{table}\n\n**{verdict}**\n"
+          + "".join(f"\nRun seed {sd} alone (one sample per slice and level):\n\n{format_table(r)}\n"
+                    for sd, r in per_seed.items()))
+    atomic_write(path.with_suffix(".md"), lambda tmp: Path(tmp).write_text(md))
+    if args.chaos:
+        inputs, names, _ = release_reference(official)
+        img = torch.from_numpy(inputs[0])[None, None]
+        t1 = Timer()
+        curves = [divergence(net, img, lv, seed=seeds[0]) for lv in levels]
+        save_results("chaos", {"command": command, "slice": names[0], "curves": curves}, profile="fidelity",
+                     seed=seeds[0], device=device, wall_time_s=t1.elapsed, out_dir=args.out,
+                     data="release recovery_inputs slice 0")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
