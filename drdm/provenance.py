@@ -12,7 +12,10 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["repo_root", "git_commit", "save_results", "atomic_write", "Timer"]
+__all__ = ["repo_root", "results_dir", "git_commit", "save_results", "atomic_write", "Timer"]
+
+#: the copy of the repository's ``results/`` inside a built package (``setup.py`` puts it there)
+PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -22,6 +25,26 @@ def repo_root(start: str | Path | None = None) -> Path:
         if (cand / "pyproject.toml").exists() and (cand / "drdm").is_dir():
             return cand
     return p
+
+
+def results_dir() -> Path:
+    """The folder of the committed results (``results/phantom_model``, ``results/bench``,
+    ``results/<profile>/...``), for code that *reads* recorded runs.
+
+    In order: ``results/`` of the checkout around the current directory; ``results/`` of the
+    checkout this package was imported from (an editable install); the copy of ``results/``
+    that an installed package carries (``drdm/_results``, copied at build time by
+    ``setup.py``, e.g. by ``pip install "drdm @ git+URL@REF"`` on Colab). The first that
+    exists is returned; when none does, the first (absent) path, so callers report it.
+    Writers use :func:`save_results` (which honours ``DRDM_OUTPUT_ROOT``) instead.
+    """
+    here = repo_root() / "results"
+    src = Path(__file__).resolve().parents[1]
+    candidates = [here]
+    if (src / "pyproject.toml").is_file():
+        candidates.append(src / "results")
+    candidates.append(PACKAGED_RESULTS)
+    return next((c for c in candidates if c.is_dir()), here)
 
 
 def git_commit(root: str | Path | None = None) -> str:

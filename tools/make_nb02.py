@@ -102,7 +102,8 @@ The package ships a small model trained on the phantoms (`drdm.load_pretrained("
 Its command, configuration and log are in `results/phantom_model/`; the curve below reads that log.
 """)
 code("""
-log_path = repo_root() / "results" / "phantom_model" / "log.csv"
+from drdm.provenance import results_dir   # the checkout's results/, or the installed copy
+log_path = results_dir() / "phantom_model" / "log.csv"
 shipped = list(csv.DictReader(open(log_path))) if log_path.exists() else []
 if shipped:
     fig, ax = plt.subplots(figsize=(6, 3))

@@ -33,8 +33,8 @@ out_dir = "results"
 code("""
 import json, matplotlib.pyplot as plt
 from IPython.display import Markdown, display
-from drdm.provenance import repo_root
-bench = {p.stem: json.loads(p.read_text()) for p in sorted((repo_root() / "results" / "bench").glob("*.json"))}
+from drdm.provenance import results_dir   # the checkout's results/, or the installed copy
+bench = {p.stem: json.loads(p.read_text()) for p in sorted((results_dir() / "bench").glob("*.json"))}
 print("benchmark files:", sorted(bench))
 """)
 code("""

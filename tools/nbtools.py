@@ -1,5 +1,9 @@
 """Tiny helpers for the scripts that write notebook sources (tools/make_nb*.py)."""
+from pathlib import Path
+
 import nbformat as nbf
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Notebook:
@@ -24,10 +28,27 @@ class Notebook:
         nbf.write(nb, path)
 
 
-COLAB_CELL = """
-# On Colab: install the package (keeps Colab's own torch). Elsewhere this does nothing.
+def book_source() -> tuple[str, str]:
+    """``(repository URL, ref)`` from ``_config.yml`` (``repository: url, branch``): the one place
+    that names them. The launch buttons open notebooks at that ref and the install cell below
+    installs the package from it; the ref is the release tag ``v<version>``
+    (``tests/test_book.py`` checks that it matches ``drdm.__version__`` and the stored notebooks)."""
+    import yaml
+
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    return repo["url"].rstrip("/"), str(repo["branch"])
+
+
+def colab_cell(url: str, ref: str) -> str:
+    """The install cell: on Colab only, ``pip install "drdm @ git+URL@REF"``. pip keeps Colab's
+    CUDA torch because drdm accepts any torch >= 2.1 (and the other dependencies that Colab has)."""
+    return f"""
+# On Colab: install the package at the book's release (keeps Colab's own torch). Elsewhere this does nothing.
 import importlib.util, subprocess, sys
 if "google.colab" in sys.modules and importlib.util.find_spec("drdm") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "git+https://github.com/drdm-book/drdm-book"], check=True)
+                    "drdm @ git+{url}@{ref}"], check=True)
 """
+
+
+COLAB_CELL = colab_cell(*book_source())

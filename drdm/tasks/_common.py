@@ -265,8 +265,8 @@ def load_recorded(name: str, profile: str = "cpu", results_dir=None) -> dict | N
     Returns ``{"numbers": ..., "caption": "*Profile ..., data ..., subjects, seeds, checkpoint, time.*"}``
     (for notebooks that show a long run without re-running it).
     """
-    from ..provenance import repo_root
-    path = Path(results_dir or repo_root() / "results") / profile / f"{name}.json"
+    from ..provenance import results_dir as committed_results
+    path = Path(results_dir or committed_results()) / profile / f"{name}.json"
     if not path.is_file():
         return None
     doc = json.loads(path.read_text())
