@@ -82,6 +82,8 @@ def built_book(tmp_path_factory):
     (root / "book" / "_executed").mkdir()
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         shutil.copy(nb, root / "book" / "_executed" / nb.name)
+    # the committed sources, which the launch and download buttons point at (excluded from the build)
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
     jb = Path(sys.executable).with_name("jupyter-book")
     r = subprocess.run([str(jb), "build", str(root), "-W", "--keep-going"], capture_output=True,
                        text=True, timeout=600)
@@ -94,6 +96,67 @@ def test_book_builds_without_warnings_and_has_every_chapter(built_book):
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         assert f"book/_executed/{nb.stem}.html" in pages
     assert "book/reproducibility.html" in pages and "book/references.html" in pages
+
+
+class _Hrefs(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.hrefs = []
+
+    def handle_starttag(self, tag, attrs):
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.hrefs.append(href)
+
+
+def book_repository() -> tuple[str, str]:
+    """``(org/repo, ref)`` from ``_config.yml``'s ``repository`` (url, branch)."""
+    import yaml
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    url = repo["url"].rstrip("/")
+    assert url.startswith("https://github.com/"), url
+    return url[len("https://github.com/"):], str(repo["branch"])
+
+
+def test_launch_and_download_links_name_committed_files(built_book):
+    """Every Colab, Binder and download link names a file that `git ls-files` lists (at the
+    ref in _config.yml), and a chapter's links name its source notebook, notebooks/NN_x.ipynb."""
+    from urllib.parse import unquote, urljoin, urlsplit
+
+    tracked = set(subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                                 check=True).stdout.splitlines())
+    org_repo, ref = book_repository()
+    colab = re.compile(rf"https://colab\.research\.google\.com/github/{re.escape(org_repo)}/blob/"
+                       r"(?P<ref>[^/]+)/(?P<path>[^?#]+)")
+    binder = re.compile(rf"https://mybinder\.org/v2/gh/{re.escape(org_repo)}/(?P<ref>[^?]+)"
+                        r"\?urlpath=(?:lab/)?tree/(?P<path>[^&#]+)")
+    site = "http://book.invalid/"
+    kinds = {}
+    for page in sorted(built_book.rglob("*.html")):
+        rel = page.relative_to(built_book).as_posix()
+        parser = _Hrefs()
+        parser.feed(page.read_text())
+        for href in parser.hrefs:
+            if "colab.research.google.com" in href or "mybinder.org" in href:
+                kind = "colab" if "colab" in href else "binder"
+                m = (colab if kind == "colab" else binder).fullmatch(href)
+                assert m, f"{rel}: unexpected {kind} link {href}"
+                assert m["ref"] == ref, f"{rel}: {href} opens ref {m['ref']}, the book's is {ref}"
+                path = unquote(m["path"])
+            else:
+                url = urljoin(site + rel, href)
+                if not url.startswith(site + "_sources/"):
+                    continue
+                kind, path = "download", unquote(urlsplit(url).path)[len("/_sources/"):]
+                served = built_book / "_sources" / path
+                assert served.is_file(), f"{rel}: download link {href} has no file in the build"
+                assert served.read_bytes() == (ROOT / path).read_bytes(), f"{rel}: {href} is not {path}"
+            assert path in tracked, f"{rel}: {kind} link {href} names {path}, which git does not track"
+            kinds.setdefault(rel, {}).setdefault(kind, set()).add(path)
+    for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        got = kinds.get(f"book/_executed/{nb.stem}.html", {})
+        for kind in ("colab", "binder", "download"):
+            assert got.get(kind) == {f"notebooks/{nb.name}"}, (nb.stem, kind, got)
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -152,3 +215,28 @@ def test_pages_render_in_headless_chromium(built_book, tmp_path):
             assert (shots / name).stat().st_size > 10_000, name
     finally:
         srv.shutdown()
+
+
+def test_install_cell_installs_the_books_ref():
+    """One source for the repository and the ref: _config.yml. Its ref is the release tag
+    v<version>; every stored notebook's install cell (tagged remove-cell) installs exactly
+    "drdm @ git+<url>@<ref>" and nothing else, so Colab keeps its own torch (drdm accepts any
+    torch >= 2.1). tools/sync_install_cell.py rewrites the cells from _config.yml."""
+    import drdm
+
+    org_repo, ref = book_repository()
+    version = re.search(r'(?m)^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text())[1]
+    assert version == drdm.__version__
+    assert ref == f"v{version}", f"_config.yml repository.branch {ref!r} is not the release tag v{version}"
+    torch_req = re.search(r'"torch([^"]*)"', (ROOT / "pyproject.toml").read_text())[1]
+    assert torch_req.startswith(">=") and "<" not in torch_req, f"torch{torch_req}: Colab's torch must satisfy it"
+    want = f'"drdm @ git+https://github.com/{org_repo}@{ref}"'
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cells = [c for c in json.loads(path.read_text())["cells"]
+                 if c["cell_type"] == "code" and "google.colab" in "".join(c["source"])]
+        assert len(cells) == 1, f"{path.name}: {len(cells)} install cells"
+        src = "".join(cells[0]["source"])
+        assert "remove-cell" in cells[0]["metadata"].get("tags", []), path.name
+        installs = re.findall(r'"[^"]*git\+[^"]*"', src)
+        assert installs == [want], f"{path.name} installs {installs}, not {want}: run python tools/sync_install_cell.py"
+        assert "torch" not in src.replace("Colab's own torch", ""), f"{path.name}: the install cell touches torch"

@@ -8,9 +8,17 @@
   does not see the two as equal, and the second ``const THEBE_JS_URL = ...`` throws
   "'THEBE_JS_URL' has already been declared" in every page's console. Identical scripts
   (same file or inline body, same attributes) are kept once, at their first position.
+* Launch and download buttons open files that the repository holds. A chapter's page is built
+  from ``book/_executed/NN_x.ipynb`` (papermill's output, not committed), so sphinx-book-theme's
+  Colab and Binder links (``.../blob/<branch>/book/_executed/NN_x.ipynb``, ``?urlpath=tree/...``)
+  and its download link (``_sources/book/_executed/NN_x.ipynb``) would name a file that no clone
+  has. After the theme has made them, every such link is pointed at ``notebooks/NN_x.ipynb``, the
+  committed source at the ref in ``_config.yml``, and the download serves a copy of that file
+  (``_sources/notebooks/NN_x.ipynb``): the ci-profile notebook with its install cell.
 """
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from sphinx.util import logging
@@ -46,8 +54,40 @@ def drop_duplicate_scripts(app, pagename, templatename, context, doctree):
     context["script_files"] = kept
 
 
+EXECUTED = "book/_executed/"     # pages built from papermill's outputs
+SOURCES = "notebooks/"           # the committed notebooks they were run from
+
+
+def _links(buttons):
+    for b in buttons:
+        if b.get("type") == "group":
+            yield from _links(b.get("buttons", []))
+        elif b.get("type") == "link":
+            yield b
+
+
+def point_buttons_at_sources(app, pagename, templatename, context, doctree):
+    """Colab, Binder and download links of an executed chapter -> ``notebooks/<name>.ipynb``."""
+    if not pagename.startswith(EXECUTED):
+        return
+    name = pagename[len(EXECUTED):] + ".ipynb"
+    source = Path(app.srcdir) / SOURCES / name
+    if not source.is_file():
+        logger.warning("drdm_book: %s has no committed source %s; its launch links would not resolve",
+                       pagename, source)
+        return
+    old, new = EXECUTED + name, SOURCES + name
+    for button in _links(context.get("header_buttons", [])):
+        button["url"] = button["url"].replace(old, new)
+    target = Path(app.outdir) / "_sources" / SOURCES / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+
+
 def setup(app):
     app.connect("config-inited", use_local_mathjax)
     # late, after the theme and the other extensions have added their scripts
     app.connect("html-page-context", drop_duplicate_scripts, priority=900)
+    # after sphinx-book-theme's header and launch buttons (default priority 500)
+    app.connect("html-page-context", point_buttons_at_sources, priority=800)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
