@@ -9,7 +9,7 @@ TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MATHJAX_VERSION ?= 3.2.2
 
-.PHONY: install test results book bench clean mathjax fidelity
+.PHONY: install test results book bench clean mathjax fidelity gpu-check
 
 install: $(STAMP)
 
@@ -48,6 +48,13 @@ bench: $(STAMP)
 	$(PY) benchmarks/forward_fields.py
 	$(PY) benchmarks/sampling.py
 	$(PY) benchmarks/training.py
+
+# One CUDA GPU, at most 10 minutes: sampling at 256^2 batched, training throughput with mixed precision
+# at the paper's sizes, and the gpu profile of notebooks 02 and 03 (training steps bounded by
+# notebooks/params/gpu-check.yaml); writes results/bench/*_cuda.json and results/gpu/. Fails with a
+# message when CUDA is absent. In an environment of your own (conda): make gpu-check PY=python
+gpu-check:
+	PY=$(PY) bash tools/gpu_check.sh
 
 clean:
 	rm -rf _build book/_executed

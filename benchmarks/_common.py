@@ -36,7 +36,12 @@ def device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
-def write(name: str, doc: dict) -> None:
+def write(name: str, doc: dict, device: str | None = None) -> None:
+    """``results/bench/<name>.json``; ``<name>_cuda.json`` for a CUDA run, so a GPU run never
+    replaces the CPU numbers chapter 7 shows. ``device`` names the run's device; without it a
+    process that has used CUDA counts as a CUDA run."""
+    cuda = torch.cuda.is_initialized() if device is None else torch.device(device).type == "cuda"
+    name = f"{name}_cuda" if cuda else name
     out = repo_root() / "results" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     doc = {**doc, "commit": git_commit(), "torch": torch.__version__}

@@ -4,6 +4,11 @@
 with the parameters of ``notebooks/params/<profile>.yaml`` (``common`` plus the
 notebook's own section) into ``book/_executed/``. An unknown parameter name or
 a failing cell stops the run with exit code 1 (papermill only warns on the first).
+
+``--overlay NAME`` (repeatable) merges ``notebooks/params/NAME.yaml`` over the profile, in the
+same layout (``common`` and ``notebooks``): e.g. ``--profile gpu --overlay gpu-smoke`` runs the
+gpu profile's sizes on the CPU with a handful of steps (CI), ``--overlay gpu-check`` bounds the
+gpu profile's training steps for ``make gpu-check``.
 """
 from __future__ import annotations
 
@@ -17,22 +22,33 @@ from .provenance import repo_root
 __all__ = ["load_params", "check_params", "main"]
 
 
-def load_params(profile: str, root: Path) -> dict:
-    """``{notebook_stem: parameters}`` for a profile (``common`` merged in)."""
+def _read_params(name: str, root: Path, stems: list) -> tuple[dict, dict]:
+    """``(common, {stem: parameters})`` of ``notebooks/params/<name>.yaml``."""
     import yaml
 
-    path = root / "notebooks" / "params" / f"{profile}.yaml"
+    path = root / "notebooks" / "params" / f"{name}.yaml"
     if not path.exists():
         choices = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise SystemExit(f"error: no parameter file {path} (profiles: {', '.join(choices)})")
+        raise SystemExit(f"error: no parameter file {path} (profiles and overlays: {', '.join(choices)})")
     doc = yaml.safe_load(path.read_text()) or {}
     common = doc.get("common", {}) or {}
     per = doc.get("notebooks", {}) or {}
-    stems = [p.stem for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
     unknown = sorted(set(per) - set(stems))
     if unknown:
         raise SystemExit(f"error: {path.name} names notebooks that do not exist: {unknown}")
-    return {s: {**common, **(per.get(s) or {})} for s in stems}
+    return common, per
+
+
+def load_params(profile: str, root: Path, overlays=()) -> dict:
+    """``{notebook_stem: parameters}`` for a profile (``common`` merged in), then each overlay
+    file merged over it (its ``common``, then its section for the notebook)."""
+    stems = [p.stem for p in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb"))]
+    common, per = _read_params(profile, root, stems)
+    params = {s: {**common, **(per.get(s) or {})} for s in stems}
+    for name in overlays:
+        o_common, o_per = _read_params(name, root, stems)
+        params = {s: {**p, **o_common, **(o_per.get(s) or {})} for s, p in params.items()}
+    return params
 
 
 def check_params(notebook: Path, params: dict) -> None:
@@ -53,30 +69,33 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--only", help="run only notebooks whose name contains this")
+    ap.add_argument("--overlay", action="append", default=[], metavar="NAME",
+                    help="merge notebooks/params/NAME.yaml over the profile (repeatable)")
+    ap.add_argument("--only", action="append", help="run only notebooks whose name contains this (repeatable)")
     ap.add_argument("--out", default="book/_executed", help="folder for the executed notebooks")
     ap.add_argument("--results", help="results root passed to every notebook as out_dir (default: results)")
     args = ap.parse_args(argv)
     root = repo_root()
-    todo = load_params(args.profile, root)
+    todo = load_params(args.profile, root, args.overlay)
     out = root / args.out
     out.mkdir(parents=True, exist_ok=True)
     for stem, params in todo.items():
-        if args.only and args.only not in stem:
+        if args.only and not any(o in stem for o in args.only):
             continue
         src = root / "notebooks" / f"{stem}.ipynb"
         if args.results:
             params = {**params, "out_dir": str(Path(args.results).resolve())}
         check_params(src, params)
         t0 = time.time()
-        print(f"[{args.profile}] {stem} ...", flush=True)
+        label = "+".join([args.profile, *args.overlay])
+        print(f"[{label}] {stem} ...", flush=True)
         try:
             papermill.execute_notebook(str(src), str(out / f"{stem}.ipynb"), parameters=params,
                                        kernel_name="python3", cwd=str(root), progress_bar=False)
         except papermill.PapermillExecutionError as e:
             print(f"error: {stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
             return 1
-        print(f"[{args.profile}] {stem} done in {time.time() - t0:.0f} s", flush=True)
+        print(f"[{label}] {stem} done in {time.time() - t0:.0f} s", flush=True)
     return 0
 
 
