@@ -73,7 +73,8 @@ def run(net, official: Path, partial: Path, levels=(30, 45), seeds=(0,), limit: 
         for line in partial.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                done[(r.get("run_seed", 0), r["T_prime"], r["index"])] = r
+                r.setdefault("run_seed", 0)          # rows written before run seeds existed
+                done[(r["run_seed"], r["T_prime"], r["index"])] = r
     keys = [(sd, lv, i) for sd in seeds for lv in levels for i in range(n)]
     todo = [k for k in keys if k not in done]
     partial.parent.mkdir(parents=True, exist_ok=True)
