@@ -3,10 +3,13 @@
 Run:  python benchmarks/sampling.py [--quick] [--device cpu]
 
 The "official-style" loop follows the release's control flow at equal recovery steps: one sample
-at a time, and at every step the image *and* a 4-channel soft label map are re-warped bicubically
-(the release's augmentation script). Both use the same network weights and the same number of
-network calls; the difference is batching, channels-last convolutions and warping only what the
-next step needs (labels are warped once, at the end, with the label-safe warp).
+at a time, contiguous convolutions, zero-padded composition, and at every step the image *and* a
+4-channel soft label map are re-warped bicubically (the release's augmentation script). drdm runs
+the same recovery settings (``settings="release"``: bicubic image warps, zero-padded composition),
+the same network weights and the same number of network calls; the difference is the default
+channels-last convolutions on CPU and warping only what the next step needs (labels are warped
+once, at the end, with the label-safe warp). The row "drdm default" is what ``deform`` does when
+called without options; its ratio at equal threads is the one the 1.2x target is about.
 
 The issue's target compares with the release's per-sample rate, which was measured on ONE thread
 (about 30 s per 256^2 sample at 80 steps); the reference loop is therefore timed on one thread
@@ -46,7 +49,7 @@ def official_style(net, image, soft_labels, level, steps, fp, g):
         lab = spatial.warp(lab0, ddf, mode="bicubic")
         for t in range(steps - 1, -1, -1):
             psi = net(img, torch.tensor([t], device=image.device))
-            ddf = spatial.compose(psi, ddf)
+            ddf = spatial.compose(psi, ddf, padding_mode="zeros")
             img = spatial.warp(img0, ddf, mode="bicubic")
             lab = spatial.warp(lab0, ddf, mode="bicubic")
         outs.append((img, lab))
@@ -84,9 +87,8 @@ def main(argv=None):
     rows, ref, ceiling = [], {}, {}
     with torch.inference_mode():            # one short warm-up of both code paths (allocator, conv kernels)
         w = torch.rand(1, 1, S, S, device=dev)
-        deform(net, w, 2, channels_last=True)
-        net.to(memory_format=torch.contiguous_format)
-        deform(net, w, 2)
+        deform(net, w, 2, channels_last=True, settings="release")
+        deform(net, w, 2, channels_last=False, settings="release")
 
     def inputs(batch):
         img = torch.rand(batch, 1, S, S, device=dev)
@@ -114,7 +116,8 @@ def main(argv=None):
             print(f"official-style loop T'={level} steps={steps} threads={threads}: "
                   f"{ref[(level, threads)]:.4f} samples/s", flush=True)
         torch.set_num_threads(args.threads)
-        variants = [("drdm", False, 1, False), ("drdm channels-last", True, 1, False),
+        # (name, channels_last, batch, bfloat16); None: deform's default layout
+        variants = [("drdm default", None, 1, False), ("drdm contiguous", False, 1, False),
                     ("drdm channels-last", True, 8, False)]
         if dev.type == "cpu" and not args.quick:
             variants.append(("bfloat16 (info only)", True, 1, True))
@@ -124,10 +127,10 @@ def main(argv=None):
 
             def ours():
                 with torch.inference_mode(), torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
-                    r = deform(net, img, level, generator=g, recover=recover, channels_last=cl)
+                    r = deform(net, img, level, generator=g, recover=recover, channels_last=cl,
+                               settings="release")
                     spatial.warp(lab, r.ddf, mode="label")
             r = rate(ours, batch, mt, min_calls=1, warmup=args.quick)
-            net.to(memory_format=torch.contiguous_format)
             rows.append({"method": name, "size": S, "level": level, "recover": recover, "steps": steps,
                          "batch": batch, "threads": args.threads, "samples_per_s": r, "informational": bf16,
                          "network_gflop_per_s": r * steps * step_flops / 1e9,
@@ -154,12 +157,17 @@ def main(argv=None):
     verdict = ("met" if best >= 5 else f"MISSED: best {best:.2f}x against the one-thread release loop "
                f"({fair:.2f}x at equal threads), short of 5x by {5 - best:.2f}x")
     print(f"target: DRDM sampling >= 5x the official-style loop at equal recovery steps: {verdict}")
+    default = [r for r in rows if r["method"] == "drdm default"]
+    worst = min(r["ratio_vs_official_same_threads"] for r in default)
+    default_verdict = ("met" if worst >= 1.2 else "MISSED") + f": {worst:.2f}x at equal threads (worst level)"
+    print(f"target: the default path (release settings) >= 1.2x the release-style loop at equal threads: "
+          f"{default_verdict}")
     for level, c in ceiling.items():
         print(f"float32 ceiling at T'={level}: {c['samples_per_s']:.4f} samples/s = "
               f"{c['ratio_vs_official_1thread']:.2f}x the one-thread loop (5x needs "
               f"{c['gflop_per_s_needed_for_5x']:.0f} GFLOP/s in the network; the matmul peak is {peak['float32'] / 1e9:.0f})")
     write("sampling", {"rows": rows, "threads": args.threads, "device": device_name(dev), "quick": args.quick,
-                       "size": S, "target_5x": verdict, "best_ratio": best, "best_ratio_same_threads": fair,
+                       "size": S, "target_5x": verdict, "target_default_1_2x": default_verdict, "best_ratio": best, "best_ratio_same_threads": fair,
                        "network_gflop_per_step": step_flops / 1e9,
                        "matmul_peak_gflop_per_s": {k: v and v / 1e9 for k, v in peak.items()},
                        "float32_ceiling": ceiling})
