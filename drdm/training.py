@@ -33,7 +33,7 @@ from .network import DRDMNet, NetworkConfig
 from . import spatial
 
 __all__ = ["TrainConfig", "Trainer", "train", "pick_device", "save_checkpoint", "load_checkpoint",
-           "load_model"]
+           "load_model", "augment_batch"]
 
 FORMAT = "drdm-checkpoint-1"
 
@@ -60,7 +60,7 @@ class TrainConfig:
         timesteps: T. variant: network variant. recursion: K.
         batch, lr, steps: Adam with a constant learning rate, as paper and release.
         loss_weights: (lambda_1, lambda_2, lambda_3). loss_coding: ``corrected`` | ``official``.
-        augment: random flips and 90-degree rotations of the training images.
+        augment: random flips and 90-degree rotations of the training images (:func:`augment_batch`).
         n_subjects: phantom subjects to train on (data="phantom").
         seed: one generator drives data, t and the forward process.
         device: ``auto`` | ``cpu`` | ``cuda`` | ``mps``. amp: bfloat16/float16 autocast on CUDA.
@@ -190,8 +190,23 @@ def _phantom_images(cfg: TrainConfig) -> torch.Tensor:
     return imgs
 
 
-def _augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random flips of every axis and a random transpose of the first two axes, per batch."""
+def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Training-time augmentation: random flips of every axis and a random transpose of the first two.
+
+    One draw for the whole batch (``nd + 1`` fair coins from ``g``), so a 2-D batch
+    goes through one of the 8 symmetries of the square (flips and 90-degree
+    rotations). Voxel values are moved, never resampled. This is a subset of
+    Section 3.2's augmentation (no free-angle rotation, translation or crop),
+    kept as it is because the shipped models were trained with it.
+
+    Args:
+        x: ``(B, C, *S)`` with ``S[0] == S[1]`` when a transpose is drawn.
+        g: the only source of randomness, on ``x``'s device.
+
+    >>> x = torch.arange(4.0).view(1, 1, 2, 2)
+    >>> augment_batch(x, torch.Generator().manual_seed(0)).shape
+    torch.Size([1, 1, 2, 2])
+    """
     nd = x.dim() - 2
     r = torch.randint(0, 2, (nd + 1,), generator=g, device=g.device).tolist()
     for i in range(nd):
@@ -268,7 +283,7 @@ class Trainer:
         idx = torch.randint(0, self.images.shape[0], (cfg.batch,), generator=g, device=self.device)
         x0 = self.images[idx]
         if cfg.augment:
-            x0 = _augment(x0, g)
+            x0 = augment_batch(x0, g)
         t = torch.randint(0, self.fp.config.t_max + 1, (cfg.batch,), generator=g, device=self.device)
         s = self.fp.sample(t, g, device=self.device)
         xt = spatial.warp(x0, s.phi)

@@ -1,4 +1,6 @@
-"""drdm.data: NIfTI round trip, loader errors, dataset layouts, preprocessing, splits, augmentation."""
+"""drdm.data: NIfTI round trip, loader errors, dataset layouts, preprocessing, splits.
+
+Training-time augmentation is tested in test_training.py (drdm.training.augment_batch)."""
 import gzip
 from pathlib import Path
 
@@ -6,7 +8,6 @@ import h5py
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 from scipy import ndimage as ndi
 
 from drdm import data, shared
@@ -380,47 +381,3 @@ def test_preprocess_record_keeps_world_positions():
         c = np.array(ndi.center_of_mass(r.label == 3))
         return (r.affine @ np.append(c, 1.0))[:3]
     np.testing.assert_allclose(lv_centre(out), lv_centre(rec), atol=1.0)
-
-
-# ---------------------------------------------------------------- augmentation
-
-def _label_batch(shape):
-    _, lab = _heart((*shape, 6) if len(shape) == 2 else shape)
-    lab = torch.from_numpy(lab if len(shape) == 3 else lab[..., 3])
-    return lab[None, None].repeat(3, 1, *[1] * len(shape)).long()
-
-
-@pytest.mark.parametrize("shape", [(40, 36), (24, 20, 16)])
-def test_augment_label_safe_and_deterministic(shape):
-    lab = _label_batch(shape)
-    img = lab.float() / 3
-    out1 = data.augment(img, lab, torch.Generator().manual_seed(7))
-    out2 = data.augment(img, lab, torch.Generator().manual_seed(7))
-    out3 = data.augment(img, lab, torch.Generator().manual_seed(8))
-    assert torch.equal(out1[0], out2[0]) and torch.equal(out1[1], out2[1])
-    assert not torch.equal(out1[0], out3[0])
-    aug_img, aug_lab = out1
-    assert aug_img.shape == img.shape and aug_lab.shape == lab.shape and aug_lab.dtype == lab.dtype
-    assert set(aug_lab.unique().tolist()) <= set(lab.unique().tolist())
-    assert not torch.equal(aug_lab[0], aug_lab[1])                   # one draw per batch item
-    # image and label move together: the warped intensity rounds to the warped label almost everywhere
-    agree = (torch.round(aug_img * 3).long() == aug_lab).float().mean()
-    assert agree > 0.9, agree
-
-
-@pytest.mark.parametrize("shape", [(12, 9), (6, 5, 4)])
-def test_augment_flip_only_is_exact(shape):
-    img = torch.rand(2, 1, *shape, generator=torch.Generator().manual_seed(0))
-    out, lab = data.augment(img, None, torch.Generator().manual_seed(0), rotate=0, translate=0, flip=1.0, crop=None)
-    assert lab is None
-    assert torch.equal(out, torch.flip(img, dims=tuple(range(2, 2 + len(shape)))))
-    same, _ = data.augment(img, None, torch.Generator().manual_seed(0), rotate=0, translate=0, flip=0.0, crop=None)
-    assert torch.equal(same, img)
-
-
-def test_augment_leaves_global_rng_alone():
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    data.augment(torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)), generator=None)
-    assert torch.equal(torch.rand(3), expected)

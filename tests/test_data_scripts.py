@@ -247,7 +247,7 @@ def test_mnms_official_4d_layout_is_cut_to_ed_es(tmp_path):
     assert sorted((r.subject, r.phase) for r in recs) == [("A0B1C2", "ED"), ("A0B1C2", "ES"),
                                                           ("D3E4F5", "ED"), ("D3E4F5", "ES")]
     for r in recs:
-        np.testing.assert_array_equal(r.label, data._MNMS_TO_ACDC[_label(shape, r.phase == "ES")])
+        np.testing.assert_array_equal(r.label, data.MNMS_TO_ACDC[_label(shape, r.phase == "ES")])
         assert r.spacing == pytest.approx((1.5, 1.5, 10.0))     # the true spacing is kept
 
 

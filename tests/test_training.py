@@ -9,7 +9,7 @@ import torch
 
 from drdm import losses, spatial
 from drdm.checkpoint import CheckpointError
-from drdm.training import Trainer, TrainConfig, load_checkpoint, load_model
+from drdm.training import Trainer, TrainConfig, augment_batch, load_checkpoint, load_model
 
 SMALL = dict(image_size=32, batch=4, n_subjects=8, device="cpu", log_every=5, checkpoint_every=5)
 
@@ -24,6 +24,55 @@ def _eval_loss(trainer, seed=123, n=16):
         pred = trainer.model(spatial.warp(x, s.phi), t)
         return losses.drdm_loss(pred, s.psi)["dist"].item()
 
+
+# ---------------------------------------------------------------- augmentation
+
+def _symmetries_2d(x):
+    """The 8 images of x under flips and the transpose, in augment_batch's order of operations."""
+    out = []
+    for fh in (0, 1):
+        for fw in (0, 1):
+            for tr in (0, 1):
+                y = x.flip(2) if fh else x
+                y = y.flip(3) if fw else y
+                out.append(y.transpose(2, 3) if tr else y)
+    return out
+
+
+def test_augment_batch_is_one_symmetry_of_the_square_per_batch():
+    x = torch.rand(3, 2, 6, 6, generator=torch.Generator().manual_seed(0))
+    seen = set()
+    for seed in range(40):
+        y = augment_batch(x, torch.Generator().manual_seed(seed))
+        assert torch.equal(y, augment_batch(x, torch.Generator().manual_seed(seed)))   # seeded
+        hits = [k for k, z in enumerate(_symmetries_2d(x)) if torch.equal(y, z)]
+        assert len(hits) == 1, seed            # exactly one symmetry, the same for every item
+        seen.add(hits[0])
+    assert seen == set(range(8))
+
+
+def test_augment_batch_3d_moves_voxels_without_resampling():
+    x = torch.rand(2, 1, 4, 4, 5, generator=torch.Generator().manual_seed(1))
+    lab = torch.randint(0, 4, (2, 1, 4, 4, 5), generator=torch.Generator().manual_seed(2))
+    for seed in range(8):
+        y = augment_batch(x, torch.Generator().manual_seed(seed))
+        z = augment_batch(lab, torch.Generator().manual_seed(seed))
+        assert y.shape == x.shape and z.dtype == lab.dtype
+        assert torch.equal(y.flatten(1).sort(1).values, x.flatten(1).sort(1).values)   # no new values
+        # image and label travel together: the same seed moves the same voxels
+        key = (x * 4).floor().long() * 10 + lab
+        assert torch.equal(augment_batch(key, torch.Generator().manual_seed(seed)), (y * 4).floor().long() * 10 + z)
+
+
+def test_augment_batch_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    augment_batch(torch.zeros(1, 1, 4, 4), torch.Generator().manual_seed(5))
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ---------------------------------------------------------------- training
 
 def test_training_lowers_the_loss(tmp_path):
     torch.set_num_threads(2)

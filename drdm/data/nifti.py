@@ -1,0 +1,210 @@
+"""NIfTI files: checked reading (:func:`load_nifti`), atomic writing (:func:`save_nifti`), affines.
+
+Errors are :class:`~drdm.data.records.DataError` with a one-line message ``"<file>: <reason>"``.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .records import Record, check_image, check_label, data_error, first_line, label_dtype
+
+__all__ = ["load_nifti", "save_nifti", "affine_from_spacing"]
+
+
+def _squeeze_trailing(array: np.ndarray, spacing: tuple) -> tuple[np.ndarray, tuple]:
+    """Drop trailing singleton axes beyond the second: (H, W, 1) -> (H, W), (H, W, D, 1) -> (H, W, D)."""
+    while array.ndim > 2 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return array, tuple(float(s) for s in spacing[:array.ndim])
+
+
+# ---------------------------------------------------------------- NIfTI
+
+def _sniff_nifti(path: Path) -> None:
+    """Refuse non-NIfTI and broken gzip files with a clear reason before nibabel does."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+            is_gz = magic == b"\x1f\x8b"
+            if not is_gz:
+                f.seek(0)
+                head = f.read(544)
+    except OSError as e:
+        raise data_error(path, f"cannot read ({e.strerror or first_line(e)})") from None
+    named_gz = path.name.lower().endswith(".gz")
+    if named_gz and not is_gz:
+        raise data_error(path, "not a NIfTI file (named .gz but not gzip-compressed)")
+    if is_gz:
+        if not named_gz:
+            raise data_error(path, "not a NIfTI file (gzip data in a file not named .gz)")
+        try:
+            with gzip.open(path, "rb") as g:
+                head = g.read(544)
+                # read to the end so the CRC-32 is checked: nibabel reads only what the
+                # header asks for, and a corrupted payload would load as plausible numbers
+                while g.read(1 << 24):
+                    pass
+        except (OSError, EOFError, zlib.error) as e:
+            raise data_error(path, f"truncated or corrupt gzip ({first_line(e)})") from None
+    size_le = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
+    size_be = int.from_bytes(head[:4], "big") if len(head) >= 4 else 0
+    nifti1 = 348 in (size_le, size_be) and len(head) >= 348 and head[344:348] in (b"n+1\0", b"ni1\0")
+    nifti2 = 540 in (size_le, size_be) and len(head) >= 540 and head[4:8] in (b"n+2\0", b"ni2\0")
+    if not (nifti1 or nifti2):
+        what = "file too short for a header" if len(head) < 348 else "no NIfTI-1/2 header magic"
+        raise data_error(path, f"not a NIfTI file ({what})")
+
+
+def load_nifti(path, *, label: bool = False, allow_empty: bool = False):
+    """Read a 2-D or 3-D NIfTI file (``.nii`` or ``.nii.gz``) with checks.
+
+    Args:
+        path: the file.
+        label: read a label map: integer-valued, non-negative, returned as int16
+            (int32 for values above 32767); empty maps are refused unless ``allow_empty``.
+
+    Returns:
+        ``(array, affine, spacing)``: the array in the file's voxel order (float32
+        for images, int16/int32 for labels), the 4x4 affine (voxel -> mm), and the
+        voxel size in mm per array axis. Trailing singleton axes beyond the second
+        are dropped (``(H, W, 1)`` is read as 2-D).
+
+    Raises:
+        DataError: one line naming the file and the reason (not NIfTI, truncated or
+        corrupt gzip, 4-D, NaN/Inf, non-integer or negative labels, empty label map).
+    """
+    import nibabel as nib
+    from nibabel.filebasedimages import ImageFileError
+
+    path = Path(path)
+    if not path.is_file():
+        raise data_error(path, "no such file")
+    _sniff_nifti(path)
+    try:
+        img = nib.load(str(path), mmap=False)
+        data = np.asanyarray(img.dataobj)           # a fresh array (mmap=False)
+    except (EOFError, zlib.error, OSError, ValueError, ImageFileError) as e:
+        if path.name.lower().endswith(".gz"):
+            raise data_error(path, f"truncated or corrupt gzip ({first_line(e)})") from None
+        raise data_error(path, f"truncated or corrupt NIfTI file ({first_line(e)})") from None
+    zooms = img.header.get_zooms()
+    if data.ndim > 3 and any(s != 1 for s in data.shape[3:]):
+        raise data_error(path, f"{data.ndim}-D image {tuple(data.shape)}; expected 2-D or 3-D")
+    data, spacing = _squeeze_trailing(data, zooms)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if label:
+        data = check_label(path, data, allow_empty=allow_empty)
+    else:
+        data = check_image(path, data)
+    return data, affine, spacing
+
+
+def _as_numpy(array) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def save_nifti(path, array, affine=None, *, like=None, label: bool = False,
+               overwrite: bool = False) -> Path:
+    """Write a 2-D or 3-D array as NIfTI, atomically.
+
+    The file is written to a temporary name in the same folder and moved into
+    place with ``os.replace``; on any error nothing is left behind. An existing
+    file is never replaced unless ``overwrite=True``.
+
+    Args:
+        path: target ``.nii`` or ``.nii.gz``.
+        array: numpy array or tensor, spatial only.
+        affine: 4x4 voxel -> mm; ``None`` takes ``like``'s affine (else identity).
+        like: a NIfTI path, a nibabel image or a :class:`Record` whose header
+            (orientation codes, units, description) is kept.
+        label: store as an integer label map (uint8 when values fit, else int16/int32);
+            values must be non-negative integers. Otherwise float32.
+
+    Returns:
+        the written path.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".nii.gz"):
+        ext = ".nii.gz"
+    elif name.endswith(".nii"):
+        ext = ".nii"
+    else:
+        raise data_error(path, "refusing to write: file name must end with .nii or .nii.gz")
+    if path.exists() and not overwrite:
+        raise data_error(path, "exists; pass overwrite=True to replace it")
+    data = _as_numpy(array)
+    if label:
+        data = check_label(path, data, allow_empty=True)
+        vmax = int(data.max()) if data.size else 0
+        data = data.astype(np.uint8 if vmax <= 255 else label_dtype(vmax))
+    else:
+        data = check_image(path, data)
+
+    header = None
+    like_affine = None
+    if like is not None:
+        if isinstance(like, Record):
+            like_affine = like.affine
+            if Path(like.path).is_file() and like.path.lower().endswith((".nii", ".nii.gz")):
+                header = nib.load(like.path).header.copy()
+        else:
+            ref = like if hasattr(like, "header") else nib.load(str(like))
+            header = ref.header.copy()
+            like_affine = ref.affine
+    if affine is None:
+        affine = like_affine if like_affine is not None else np.eye(4)
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise data_error(path, f"affine must be a finite 4x4 matrix, got shape {affine.shape}")
+
+    img = nib.Nifti1Image(data, affine, header=header)
+    img.set_data_dtype(data.dtype)
+    img.header.set_slope_inter(1.0, 0.0)        # store values as they are, no scaling
+    img.header.set_zooms(_zooms_from_affine(affine, data.ndim))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:-len(ext)]}.", suffix=".tmp" + ext)
+    os.close(fd)
+    try:
+        nib.save(img, tmp)
+        os.chmod(tmp, 0o644)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:                                  # link fails if the target appeared meanwhile
+                os.link(tmp, path)
+            except FileExistsError:
+                raise data_error(path, "exists; pass overwrite=True to replace it") from None
+            except OSError:                       # no hard links on this file system
+                if path.exists():
+                    raise data_error(path, "exists; pass overwrite=True to replace it") from None
+                os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _zooms_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
+    return tuple(float(np.linalg.norm(affine[:3, i])) or 1.0 for i in range(ndim))
+
+
+def affine_from_spacing(spacing) -> np.ndarray:
+    """A 4x4 voxel -> mm affine: the voxel sizes on the diagonal, no rotation, no offset."""
+    a = np.eye(4)
+    for i, s in enumerate(spacing[:3]):
+        a[i, i] = float(s)
+    return a
+
