@@ -150,7 +150,9 @@ def test_launch_and_download_links_name_committed_files(built_book):
                 kind, path = "download", unquote(urlsplit(url).path)[len("/_sources/"):]
                 served = built_book / "_sources" / path
                 assert served.is_file(), f"{rel}: download link {href} has no file in the build"
-                assert served.read_bytes() == (ROOT / path).read_bytes(), f"{rel}: {href} is not {path}"
+                # the same bytes as the repository's file (as the fixture copied it)
+                source = built_book.parents[1] / path
+                assert served.read_bytes() == source.read_bytes(), f"{rel}: {href} is not {path}"
             assert path in tracked, f"{rel}: {kind} link {href} names {path}, which git does not track"
             kinds.setdefault(rel, {}).setdefault(kind, set()).add(path)
     for nb in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
