@@ -13,21 +13,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tracked(*paths):
-    out = subprocess.run(["git", "ls-files", "--", *paths], cwd=ROOT, capture_output=True, text=True,
-                         check=True).stdout.splitlines()
-    return [p for p in out if (ROOT / p).is_file()]
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """``(site, env)``: drdm installed from a wheel of the committed files (their working-tree
-    versions) into ``site``, and an environment in which ``import drdm`` finds that copy only."""
+    """``(site, env)``: drdm installed from a wheel of this working tree's package sources and
+    results into ``site``, and an environment in which ``import drdm`` finds that copy only."""
     base = tmp_path_factory.mktemp("installed")
     src, site = base / "src", base / "site"
-    for rel in tracked("pyproject.toml", "setup.py", "README.md", "drdm", "results"):
-        (src / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, src / rel)
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    for name in ("drdm", "results"):
+        shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     r = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(base / "dist"), str(src)],
                        capture_output=True, text=True, timeout=300)
