@@ -1,5 +1,5 @@
 """The package as a reader without a checkout has it (Colab's `pip install "drdm @ git+URL@REF"`):
-built into a wheel from the committed files, installed into an empty folder, and a chapter run
+built into a wheel from the package sources and results/, installed into an empty folder, and a chapter run
 from another empty folder still shows the recorded results it reads (packaged copies of results/)."""
 import json
 import os
