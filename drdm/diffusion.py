@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import spatial
-from .spatial import _Sampler, _sample, identity_grid
+from .spatial import Sampler, identity_grid, sample_at
 
 __all__ = [
     "DiffusionConfig", "ForwardProcess", "ForwardSample",
@@ -292,7 +292,7 @@ class ForwardProcess:
     # -- integration
     def _compose(self, a, b):
         coords = identity_grid(a.shape[2:], a.device, a.dtype)[None] + a
-        return _sample(b, coords, "linear", self.config.padding) + a
+        return sample_at(b, coords, "linear", self.config.padding) + a
 
     def _power(self, v, n, record: Sequence[int] = ()):
         """``v`` self-composed ``n`` (B,) times: the release's ``ddf <- v + ddf o (id + v)``."""
@@ -303,7 +303,7 @@ class ForwardProcess:
         if self.config.integration == "euler" or record:
             record = set(int(r) for r in record)
             # every step reads the accumulated field at the same x + v(x)
-            at_v = _Sampler(v.shape[2:], identity_grid(v.shape[2:], v.device, v.dtype)[None] + v,
+            at_v = Sampler(v.shape[2:], identity_grid(v.shape[2:], v.device, v.dtype)[None] + v,
                             self.config.padding)
             uniform = bool((n == n[0]).all())
             for k in range(1, int(n.max()) + 1):
@@ -344,7 +344,7 @@ class ForwardProcess:
             j = torch.arange((big - s) // 2, (big - s) // 2 + s, device=u.device, dtype=u.dtype)
             axes.append(((j + 0.5) * (g / big) - 0.5).clamp_min(0))
         coords = torch.stack(torch.meshgrid(*axes, indexing="ij"))[None].expand(u.shape[0], nd, *S)
-        out = _sample(u, coords, "linear", "border")
+        out = sample_at(u, coords, "linear", "border")
         return out * torch.tensor(factors, dtype=u.dtype, device=u.device).view(1, nd, *[1] * nd)
 
     def _crop(self, u: torch.Tensor) -> torch.Tensor:
