@@ -164,7 +164,7 @@ on their own (`tests/test_diffusion.py`), so a miss there is a draw, not a depar
 """)
 code("""
 import json
-fid_dir = repo_root() / "results" / "fidelity"
+fid_dir = drdm.results_dir() / "fidelity"
 chaos_file, fid_file = fid_dir / "chaos.json", fid_dir / "recovery_release.json"
 if chaos_file.exists():
     curves = json.loads(chaos_file.read_text())["numbers"]["curves"]
