@@ -21,6 +21,7 @@ re-warped by the composition of the earlier passes, and the passes are composed,
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -28,7 +29,7 @@ import torch.nn as nn
 
 from . import spatial
 
-__all__ = ["NetworkConfig", "DRDMNet", "ACNNBlock", "sinusoidal_table"]
+__all__ = ["NetworkConfig", "DRDMNet", "ACNNBlock", "sinusoidal_table", "default_init_", "fan_in"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,59 @@ def sinusoidal_table(n: int, d: int, official: bool = True) -> torch.Tensor:
     return table.float()
 
 
+# ---------------------------------------------------------------- seeded initialisation
+
+_FAN_IN_UNIFORM = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d,
+                   nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_NO_DRAWS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.InstanceNorm1d, nn.InstanceNorm2d,
+             nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
+
+
+def fan_in(weight: torch.Tensor) -> int:
+    """Inputs per output of a linear or (transposed) convolution weight: ``shape[1] * prod(shape[2:])``,
+    as ``torch.nn.init`` counts them."""
+    return weight.shape[1] * math.prod(weight.shape[2:])
+
+
+@torch.no_grad()
+def default_init_(module: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Re-draw ``module``'s parameters as PyTorch's default initialisation does, from ``generator``.
+
+    Layers are visited in ``module.modules()`` order, which for the networks of this
+    package is the order in which they are built; so with
+    ``torch.Generator().manual_seed(s)`` the weights equal, bit for bit on the CPU,
+    those of seeding the global RNG with ``s`` before construction, and the global RNG is
+    never used. Linear and (transposed) convolution layers: ``kaiming_uniform_(a=sqrt(5))``
+    weights and ``U(+-1/sqrt(fan_in))`` biases; embeddings ``N(0, 1)``; normalisation
+    layers ones and zeros. Any other layer with parameters raises ``TypeError``.
+
+    >>> a = default_init_(nn.Linear(3, 2), torch.Generator().manual_seed(0))
+    >>> b = default_init_(nn.Linear(3, 2), torch.Generator().manual_seed(0))
+    >>> torch.equal(a.weight, b.weight)
+    True
+    """
+    for m in module.modules():
+        if isinstance(m, _FAN_IN_UNIFORM):
+            n = fan_in(m.weight)
+            # torch.nn.init.kaiming_uniform_(a=sqrt(5)), term by term so the bound rounds the same
+            bound = math.sqrt(3.0) * (nn.init.calculate_gain("leaky_relu", math.sqrt(5)) / math.sqrt(n))
+            m.weight.uniform_(-bound, bound, generator=generator)
+            if m.bias is not None and n > 0:
+                b = 1 / math.sqrt(n)
+                m.bias.uniform_(-b, b, generator=generator)
+        elif isinstance(m, nn.Embedding):
+            m.weight.normal_(0.0, 1.0, generator=generator)
+            if m.padding_idx is not None:
+                m.weight[m.padding_idx].fill_(0)
+        elif isinstance(m, _NO_DRAWS):
+            m.reset_parameters()
+        elif any(True for _ in m.parameters(recurse=False)):
+            raise TypeError(f"default_init_ does not know how PyTorch initialises {type(m).__name__}")
+    return module
+
+
+# ---------------------------------------------------------------- building blocks
+
 def _conv(ndim):
     return getattr(nn, f"Conv{ndim}d")
 
@@ -122,6 +176,8 @@ class DRDMNet(nn.Module):
 
     Args:
         config: :class:`NetworkConfig`.
+        generator: draws the initial weights (:func:`default_init_`); ``None``: the global RNG,
+            as any PyTorch module.
 
     ``forward(image, t, recursion=None)``: ``image`` ``(B, C, *S)`` (S divisible by 8),
     ``t`` int or ``(B,)`` integer steps in ``[0, timesteps)``. Returns ``(B, ndim, *S)``
@@ -132,19 +188,28 @@ class DRDMNet(nn.Module):
     torch.Size([2, 2, 32, 32])
     """
 
-    def __init__(self, config: NetworkConfig | None = None, **overrides):
+    def __init__(self, config: NetworkConfig | None = None, *, generator: torch.Generator | None = None,
+                 **overrides):
         super().__init__()
         cfg = config or NetworkConfig(**overrides)
         self.config = cfg
+        # with a generator the layers are built with the global RNG forked (left as it was) and
+        # initialised from the generator instead (default_init_); without one, PyTorch's usual way
+        with torch.random.fork_rng(devices=[], enabled=generator is not None):
+            self._build(cfg)
+        if generator is not None:
+            default_init_(self, generator)
+        self.time_embed.weight.data.copy_(sinusoidal_table(cfg.timesteps, cfg.time_dim, cfg.variant == "official"))
+        self.time_embed.requires_grad_(False)
+
+    def _build(self, cfg: NetworkConfig) -> None:
         nd, (c1, c2, c3), d = cfg.ndim, cfg.channels, cfg.time_dim
         official = cfg.variant == "official"
         slope = 1e-6 if official else 0.01          # block activations
         t_slope = None if official else 0.01        # time MLP: ReLU in the release
         dec_norm = not official                     # release: no InstanceNorm in the decoder
         Conv, ConvT = _conv(nd), getattr(nn, f"ConvTranspose{nd}d")
-        self.time_embed = nn.Embedding(cfg.timesteps, d)
-        self.time_embed.weight.data.copy_(sinusoidal_table(cfg.timesteps, d, official))
-        self.time_embed.requires_grad_(False)
+        self.time_embed = nn.Embedding(cfg.timesteps, d)          # the frozen time table, filled in __init__
         cin = cfg.in_channels
         self.te1, self.b1 = _time_mlp(d, cin, t_slope), _stack(nd, (cin, c1, c1, c1), True, slope)
         self.down1 = Conv(c1, c1, 4, 2, 1)

@@ -244,8 +244,9 @@ class Trainer:
                              f"got {tuple(imgs.shape)}")
         self.images = imgs.to(self.device, torch.float32)
         self.fp = ForwardProcess(config.diffusion())
-        torch.manual_seed(config.seed)        # initial weights only; training draws from self.gen
-        self.model = DRDMNet(config.network()).to(self.device)
+        # initial weights from their own generator (the values global seeding with `seed` gave);
+        # training draws from self.gen
+        self.model = DRDMNet(config.network(), generator=torch.Generator().manual_seed(config.seed)).to(self.device)
         self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=config.lr)
         self.gen = torch.Generator(self.device).manual_seed(config.seed + 1_000_003 * self.rank)
         self.step = 0

@@ -6,7 +6,7 @@ import torch
 
 from drdm import shared, spatial
 from drdm.checkpoint import CheckpointError, load_official, load_state_dict
-from drdm.network import DRDMNet, NetworkConfig, sinusoidal_table
+from drdm.network import DRDMNet, NetworkConfig, default_init_, sinusoidal_table
 
 OFFICIAL = shared.official_dir()   # None without the shared data
 CKPT = shared.official_checkpoint()
@@ -100,3 +100,32 @@ def test_truncated_and_foreign_checkpoints_give_clear_errors(tmp_path):
     (tmp_path / "p.pth").write_bytes(pickle.dumps([1, 2]))
     with pytest.raises(CheckpointError):
         load_state_dict(tmp_path / "p.pth")
+
+
+# ---------------------------------------------------------------- seeded initialisation
+
+def assert_seeded_init_matches_global_seeding(build, seed=3):
+    """``build(generator)`` equals ``torch.manual_seed(seed); build(None)`` bit for bit and
+    leaves the global RNG where it was (the package itself never seeds it)."""
+    torch.manual_seed(seed)
+    old = build(None).state_dict()
+    torch.manual_seed(999)
+    before = torch.get_rng_state()
+    new = build(torch.Generator().manual_seed(seed)).state_dict()
+    assert torch.equal(torch.get_rng_state(), before)
+    assert old.keys() == new.keys()
+    assert [k for k in old if not torch.equal(old[k], new[k])] == []
+
+
+@pytest.mark.parametrize("ndim,variant", [(2, "official"), (2, "paper"), (3, "official")])
+def test_drdmnet_from_a_generator_equals_global_seeding(ndim, variant):
+    cfg = NetworkConfig(ndim=ndim, variant=variant)
+    assert_seeded_init_matches_global_seeding(lambda g: DRDMNet(cfg, generator=g))
+    net = DRDMNet(cfg, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(net.time_embed.weight, sinusoidal_table(80, cfg.time_dim, variant == "official"))
+    assert not net.time_embed.weight.requires_grad
+
+
+def test_default_init_refuses_unknown_layers():
+    with pytest.raises(TypeError, match="PReLU"):
+        default_init_(torch.nn.Sequential(torch.nn.PReLU()), torch.Generator())

@@ -156,6 +156,12 @@ def test_unet_shapes_and_bce():
     torch.testing.assert_close(S.bce_loss(logits, label, 4), manual)
 
 
+@pytest.mark.parametrize("ndim,norm", [(2, None), (2, "batch"), (3, "instance")])
+def test_unet_from_a_generator_equals_global_seeding(ndim, norm):
+    from test_network import assert_seeded_init_matches_global_seeding
+    assert_seeded_init_matches_global_seeding(lambda g: S.UNet(ndim, 1, 4, (4, 8, 8), norm, generator=g))
+
+
 # ---------------------------------------------------------------- registration
 
 def test_registration_ci_end_to_end(reg_ci):
@@ -224,6 +230,12 @@ def test_voxelmorph_shapes_init_and_losses():
     assert R.gradient_l1(0.5 * x).item() == pytest.approx(0.5)                # 0.25 per axis, summed
     assert R.gradient_l2(0.5 * x).item() == pytest.approx(0.125)
     assert R.register(None, torch.rand(3, 1, 8, 8), torch.rand(3, 1, 8, 8)).abs().sum() == 0
+
+
+@pytest.mark.parametrize("ndim,extra", [(2, (8,)), (3, ()), (2, (16, 16))])
+def test_voxelmorph_from_a_generator_equals_global_seeding(ndim, extra):
+    from test_network import assert_seeded_init_matches_global_seeding
+    assert_seeded_init_matches_global_seeding(lambda g: R.VoxelMorph(ndim, 1, (8, 8), (8, 8), extra, generator=g))
 
 
 # ---------------------------------------------------------------- drdm experiment (CLI)

@@ -5,7 +5,8 @@ pre-training of registration (Section 5, Table 3).
 experiments end to end on the embedded phantoms (or on :class:`drdm.data.Record`
 lists) and return JSON-serialisable dicts with a markdown table in the paper's layout.
 """
-from .registration import VoxelMorph, run_registration
+from .registration import run_registration
 from .segmentation import UNet, run_segmentation
+from .voxelmorph import VoxelMorph
 
 __all__ = ["run_segmentation", "run_registration", "UNet", "VoxelMorph"]

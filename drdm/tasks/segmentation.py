@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import metrics
+from ..network import default_init_, fan_in
 from ._common import (apply_overrides, check_levels, compare_sentence, finite, fit_size, fmt, fmt_p, jsonable, load_drdm, log,
                       num_threads, paired_difference, phantom_records, pick_device, split_subjects, summary,
                       to_tensors, wilcoxon, write_outputs)
@@ -57,14 +58,15 @@ class UNet(nn.Module):
     ``features[i]`` channels at level ``i``; each block is two 3x3(x3) convolutions
     each followed by ReLU (optionally normalised, ``norm="batch"|"instance"``;
     the paper's U-Net has none; weights use He initialisation, as the original
-    U-Net); max-pooling down and nearest up-sampling by 2,
-    skip connections by concatenation; a 1x1 convolution gives one logit per
+    U-Net, drawn from ``generator`` when one is given, else from the global RNG);
+    max-pooling down and nearest up-sampling by 2, skip connections by concatenation; a 1x1 convolution gives one logit per
     label value (apply a sigmoid for the paper's probabilistic masks). Inputs of
     any size are padded to a multiple of ``2 ** (len(features) - 1)`` and cropped back.
     """
 
     def __init__(self, ndim: int = 2, in_channels: int = 1, out_channels: int = 4,
-                 features: Sequence[int] = (16, 32, 64, 128), norm: str | None = None):
+                 features: Sequence[int] = (16, 32, 64, 128), norm: str | None = None, *,
+                 generator: torch.Generator | None = None):
         super().__init__()
         if ndim not in (2, 3):
             raise ValueError(f"ndim must be 2 or 3, got {ndim}")
@@ -85,14 +87,21 @@ class UNet(nn.Module):
             return nn.Sequential(*layers)
 
         f = self.features
-        self.down = nn.ModuleList([block(in_channels, f[0])] + [block(f[i - 1], f[i]) for i in range(1, len(f))])
-        self.up = nn.ModuleList([block(f[i + 1] + f[i], f[i]) for i in range(len(f) - 1)])
-        self.head = Conv(f[0], out_channels, 1)
-        self.pool = (nn.MaxPool2d, nn.MaxPool3d)[ndim - 2](2)
-        for mod in self.modules():                       # He initialisation, as Ronneberger et al.
-            if isinstance(mod, Conv):
-                nn.init.kaiming_normal_(mod.weight, nonlinearity="relu")
-                nn.init.zeros_(mod.bias)
+        # with a generator: build with the global RNG left as it was, then replay PyTorch's
+        # default draws from the generator, so the He draws below see the same stream
+        with torch.random.fork_rng(devices=[], enabled=generator is not None):
+            self.down = nn.ModuleList([block(in_channels, f[0])] + [block(f[i - 1], f[i]) for i in range(1, len(f))])
+            self.up = nn.ModuleList([block(f[i + 1] + f[i], f[i]) for i in range(len(f) - 1)])
+            self.head = Conv(f[0], out_channels, 1)
+            self.pool = (nn.MaxPool2d, nn.MaxPool3d)[ndim - 2](2)
+        if generator is not None:
+            default_init_(self, generator)
+        with torch.no_grad():
+            for mod in self.modules():                   # He initialisation, as Ronneberger et al.
+                if isinstance(mod, Conv):
+                    # nn.init.kaiming_normal_(nonlinearity="relu"), with a generator on any torch
+                    mod.weight.normal_(0.0, math.sqrt(2.0) / math.sqrt(fan_in(mod.weight)), generator=generator)
+                    mod.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C_in, *S)`` -> logits ``(B, C_out, *S)``."""
@@ -144,11 +153,12 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
     (``gamma = lr_final ** (1 / steps)`` per step, so it ends at ``lr * lr_final``).
 
     Batches are drawn uniformly with replacement from ``images`` by a generator
-    seeded with ``seed`` (which also seeds the initial weights).
+    seeded with ``seed + 7919``; the initial weights by one seeded with ``seed`` (the
+    global RNG is not used).
     """
     device = torch.device(device)
-    torch.manual_seed(seed)                          # initial weights
-    model = UNet(images.dim() - 2, images.shape[1], n_classes, features, norm).to(device)
+    model = UNet(images.dim() - 2, images.shape[1], n_classes, features, norm,
+                 generator=torch.Generator().manual_seed(seed)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_final ** (1.0 / max(steps, 1)))
     g = torch.Generator().manual_seed(seed + 7919)
