@@ -1,0 +1,207 @@
+"""The package's shape (issue 15, "one path through the package"), read from the source with ``ast``:
+
+* no import cycles between drdm modules (module-level and function-level imports alike);
+* no module imports another module's ``_private`` names (``from .x import _y``, or ``x._y``
+  where ``x`` is a drdm module bound by an import);
+* no module longer than 500 lines.
+
+Known violations sit in the allow-lists below, each naming the follow-up that removes it.
+The lists may only shrink: a new violation fails, and so does an entry that no longer
+applies (remove it). When issue 15 is done all three are empty.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "drdm"
+MAX_LINES = 500
+
+# -- allow-lists of known violations (issue 15 follow-ups); shrink them, never grow them
+
+#: import cycles, each as the set of modules in one strongly connected component. Empty: the
+#: cli <-> sampling_cli and training <-> checkpoint <-> pretrained relations run one way only
+#: (cli -> sampling_cli; training -> checkpoint, pretrained -> training), function-level imports included
+KNOWN_CYCLES: set = set()
+
+#: (importing module, imported module, private name)
+KNOWN_PRIVATE_IMPORTS = {
+    # issue 15 follow-up: sampling_cli should import the public drdm.data.geometry
+    ("drdm.sampling_cli", "drdm.data", "_geometry"),
+    # issue 15 follow-up: sampling_cli should import the public drdm.spatial.sample_at
+    ("drdm.sampling_cli", "drdm.spatial", "_sample"),
+    # issue 15 follow-up: provenance should make _temp_affixes public (sampling_cli uses it)
+    ("drdm.sampling_cli", "drdm.provenance", "_temp_affixes"),
+    # issue 15 follow-up: cli should reach the task helpers through a public drdm.tasks name
+    ("drdm.cli", "drdm.tasks", "_common"),
+    # issue 15 follow-up: sampling should make _fast_layout public (fidelity uses it)
+    ("drdm.fidelity", "drdm.sampling", "_fast_layout"),
+}
+
+#: module -> line count it may not exceed (its size when listed)
+KNOWN_LONG = {
+    # issue 15 follow-up: split sampling_cli (inputs/grids, output folders, the three commands)
+    "drdm.sampling_cli": 894,
+}
+
+
+# ---------------------------------------------------------------- reading the package
+
+def _modules() -> dict[str, Path]:
+    """Dotted name -> file for every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def _base(module: str, node: ast.ImportFrom) -> str:
+    """The absolute module named by ``from <level dots><node.module> import ...`` inside ``module``."""
+    if node.level == 0:
+        return node.module or ""
+    package = module if _is_package(module) else module.rpartition(".")[0]
+    for _ in range(node.level - 1):
+        package = package.rpartition(".")[0]
+    return f"{package}.{node.module}" if node.module else package
+
+
+def _imports(module: str):
+    """``(target module, imported name or None, bound alias or None)`` for every import in the file,
+    at any depth (function-level imports included); targets outside drdm are dropped."""
+    tree = ast.parse(MODULES[module].read_text(), filename=str(MODULES[module]))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES:
+                    # ``import drdm.x`` binds ``drdm``; ``import drdm.x as m`` binds m to drdm.x
+                    yield alias.name, None, alias.asname
+        elif isinstance(node, ast.ImportFrom):
+            base = _base(module, node)
+            if base not in MODULES:
+                continue
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                if sub in MODULES:                        # ``from pkg import submodule``
+                    yield sub, None, alias.asname or alias.name
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        yield base, alias.name, None      # a private module of another package
+                else:
+                    yield base, alias.name, None
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> drdm modules it imports. Importing ``a.b`` always runs ``a/__init__``; edges to
+    one's own enclosing packages are left out (they would make every package a cycle)."""
+    graph = {}
+    for module in MODULES:
+        edges = set()
+        for target, _, _ in _imports(module):
+            if target != module and not module.startswith(target + "."):
+                edges.add(target)
+        graph[module] = edges
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> set[frozenset]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), set()
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.add(frozenset(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _private_uses() -> set[tuple[str, str, str]]:
+    """``(module, target, name)`` for private names a module takes from another drdm module."""
+    found = set()
+    for module in MODULES:
+        aliases = {}
+        for target, name, alias in _imports(module):
+            if name is not None and _private(name):
+                inside = target == module or module.startswith(target + ".")
+                if not (inside and f"{target}.{name}" in MODULES):   # own package's private modules are fine
+                    found.add((module, target, name))
+            if alias is not None:
+                aliases[alias] = target
+        # attribute form: ``spatial._sample`` where ``spatial`` was bound to a drdm module
+        for node in ast.walk(ast.parse(MODULES[module].read_text())):
+            if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
+                    and node.value.id in aliases and aliases[node.value.id] != module):
+                found.add((module, aliases[node.value.id], node.attr))
+    return found
+
+
+# ---------------------------------------------------------------- the checks
+
+def test_the_reader_sees_the_package():
+    graph = _graph()
+    assert {"drdm", "drdm.spatial", "drdm.data", "drdm.data.nifti", "drdm.tasks._common"} <= set(graph)
+    assert "drdm.spatial" in graph["drdm.diffusion"]                    # ``from .spatial import ...``
+    assert "drdm.data" in graph["drdm.tasks.segmentation"]              # function-level ``from ..data import``
+    assert "drdm.tasks._common" in graph["drdm.cli"]                    # ``from .tasks import _common``
+
+
+def test_cycle_finder_finds_cycles():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": set()}
+    assert _cycles(graph) == {frozenset("abc")}
+
+
+def test_no_import_cycles():
+    cycles = _cycles(_graph())
+    new = sorted(sorted(c) for c in cycles - KNOWN_CYCLES)
+    assert not new, f"import cycles between drdm modules: {new}"
+    gone = sorted(sorted(c) for c in KNOWN_CYCLES - cycles)
+    assert not gone, f"these cycles are gone (or changed): remove them from KNOWN_CYCLES: {gone}"
+
+
+def test_no_private_names_across_modules():
+    uses = _private_uses()
+    new = sorted(uses - KNOWN_PRIVATE_IMPORTS)
+    assert not new, f"(module, from module, private name) imported across modules: {new}"
+    gone = sorted(KNOWN_PRIVATE_IMPORTS - uses)
+    assert not gone, f"fixed: remove these from KNOWN_PRIVATE_IMPORTS: {gone}"
+
+
+def test_modules_stay_short():
+    sizes = {name: len(path.read_text().splitlines()) for name, path in MODULES.items()}
+    long = {name: n for name, n in sizes.items() if n > MAX_LINES}
+    new = sorted((name, n) for name, n in long.items() if n > KNOWN_LONG.get(name, MAX_LINES))
+    assert not new, f"modules over {MAX_LINES} lines (or longer than their allowance): {new}"
+    gone = sorted(set(KNOWN_LONG) - set(long))
+    assert not gone, f"now at most {MAX_LINES} lines: remove from KNOWN_LONG: {gone}"
