@@ -10,12 +10,12 @@ Modules: :mod:`drdm.spatial` (warp, compose, Jacobian, units),
 """
 from . import diffusion, network, spatial
 from .checkpoint import load_official
-from .pretrained import load_pretrained
+from .pretrained import load, load_pretrained
 from .provenance import results_dir
 from .diffusion import DiffusionConfig, ForwardProcess
 from .spatial import compose, jacobian_det, negative_jacobian_fraction, warp
 
 __version__ = "0.1.0"
 
-__all__ = ["spatial", "diffusion", "network", "load_official", "load_pretrained", "DiffusionConfig", "ForwardProcess", "warp", "compose",
+__all__ = ["load", "spatial", "diffusion", "network", "load_official", "load_pretrained", "DiffusionConfig", "ForwardProcess", "warp", "compose",
            "jacobian_det", "negative_jacobian_fraction", "results_dir", "__version__"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["repo_root", "results_dir", "git_commit", "save_results", "atomic_write", "Timer"]
+__all__ = ["repo_root", "results_dir", "git_commit", "save_results", "atomic_write", "temp_affixes", "Timer"]
 
 #: the copy of the repository's ``results/`` inside a built package (``setup.py`` puts it there)
 PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
@@ -71,7 +71,7 @@ class Timer:
         return time.perf_counter() - self.start
 
 
-def _temp_affixes(name: str) -> tuple[str, str]:
+def temp_affixes(name: str) -> tuple[str, str]:
     for ext in (".nii.gz", ".nii"):        # keep NIfTI extensions so writers recognise the format
         if name.endswith(ext):
             return f".{name[:-len(ext)]}.", ".tmp" + ext
@@ -87,7 +87,7 @@ def atomic_write(path, write, *, overwrite: bool = True) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix, suffix = _temp_affixes(path.name)
+    prefix, suffix = temp_affixes(path.name)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     os.close(fd)
     try:

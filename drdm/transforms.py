@@ -37,7 +37,8 @@ class RandDRDMd(_Base):
         keys: keys to deform (a string or a sequence); all must share one spatial shape.
         checkpoint: a drdm training checkpoint or the release's state_dict (path), or a
             loaded :class:`~drdm.network.DRDMNet`. A path is loaded lazily, once, on the
-            first call (:func:`drdm.sampling_cli.load_network`: weights only, checked).
+            first call by :func:`drdm.load` (a shipped name such as ``phantom2d``, our
+            checkpoint or the release's weights; weights only, checked).
         levels: the ``T'`` values; each call draws one uniformly. Must lie in ``[0, T-1]``.
         prob: probability of deforming; otherwise the dict is returned unchanged.
         label_keys: keys holding label maps (warped label-safe); keys not listed in
@@ -147,8 +148,8 @@ class RandDRDMd(_Base):
     @property
     def net(self):
         if self._net is None:
-            from .sampling_cli import load_network
-            self._net = load_network(self.checkpoint, self.device)
+            from .pretrained import load
+            self._net = load(self.checkpoint, self.device)
             self._check_levels()
         return self._net
 
@@ -163,8 +164,8 @@ class RandDRDMd(_Base):
         if self.spatial_size is None:
             size = tuple(spatial)
         elif self.spatial_size == "network":
-            from .sampling_cli import network_size
-            size = network_size(self.net, nd)
+            from .sampling import network_grid
+            size = network_grid(self.net)
         else:
             size = ((int(self.spatial_size),) * nd if np.ndim(self.spatial_size) == 0
                     else tuple(int(s) for s in self.spatial_size))

@@ -23,7 +23,7 @@ from drdm.cli import main
 from drdm.data import DataError, load_nifti, preprocess, save_nifti
 from drdm.diffusion import DiffusionConfig, ForwardProcess
 from drdm.network import DRDMNet, NetworkConfig
-from drdm.sampling_cli import load_network
+from drdm import load as load_network
 from drdm.training import TrainConfig, load_model, save_checkpoint
 
 AFFINE = np.array([[1.5, 0, 0, 10.0], [0, 1.0, 0, -5.0], [0, 0, 1.0, 3.0], [0, 0, 0, 1]])
@@ -423,11 +423,11 @@ def test_bad_input_is_refused_cleanly(case, res, tmp_path, capsys):
 
 def test_unwritable_folder_is_refused_even_where_chmod_cannot_tell(res, tmp_path, monkeypatch, capsys):
     """As root, chmod 500 leaves a folder writable; check the refusal path itself with os.access patched."""
-    import drdm.sampling_cli as sc
+    import drdm.outputs as outputs
     out = tmp_path / "ws" / "out"
     out.mkdir(parents=True)
     real = os.access
-    monkeypatch.setattr(sc.os, "access", lambda p, mode: False if Path(p) == out else real(p, mode))
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: False if Path(p) == out else real(p, mode))
     assert main(aug(res, tmp_path / "ws")) == CLI
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not writable" in err and list(out.iterdir()) == []

@@ -17,7 +17,9 @@ from drdm import shared, spatial
 from drdm.cli import main
 from drdm.network import DRDMNet, NetworkConfig
 from drdm.phantoms import cardiac_phantom, thorax_phantom
-from drdm.sampling_cli import InputGrid, load_network, network_size
+from drdm import load as load_network
+from drdm.grid import InputGrid
+from drdm.sampling import network_grid as network_size
 from drdm.training import TrainConfig, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,85 @@
+"""``drdm augment``: Algorithm 3 on a reader's NIfTI image (and label).
+
+Every sample draws its random field from its own generator seeded by ``(seed, level,
+index)`` (and slice, with ``--slicewise``), and on CPU the network sees one image at a
+time, so outputs do not depend on ``--batch`` or on where a run was interrupted.
+Geometry: :mod:`drdm.grid`; output folders: :mod:`drdm.outputs`.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..sampling import sample_seed
+from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics, levels_arg,
+                     network_image, one_line_errors, positive, run_record, setup, warp_outputs, write_sample)
+
+
+def augment_names(level: int, index: int, with_label: bool) -> dict:
+    tag = f"L{level}_{index:03d}.nii.gz"
+    names = {"image": f"img_{tag}", "ddf": f"ddf_{tag}"}
+    if with_label:
+        names["label"] = f"lbl_{tag}"
+    return names
+
+
+def cmd_augment(args) -> int:
+    """Algorithm 3: ``--n`` deformed copies of an image (and label) per level."""
+    from ..sampling import deform, process_for
+    net, inputs, grid, device = setup(args)
+    check_levels(args.levels, net.config.timesteps)
+    levels = list(dict.fromkeys(int(v) for v in args.levels))
+    names = {f"L{lv}_{i}": augment_names(lv, i, inputs.label is not None) for lv in levels for i in range(args.n)}
+    run = run_record("augment", args, inputs, grid, levels=levels)
+    image_net = network_image(net, inputs, grid, device)            # (m, C, *size)
+    m = grid.images_per_sample
+    fp = process_for(net, image_net)
+    per_call = max(1, args.batch // m)
+
+    def random_fields(lv, i):
+        # one generator per sample (per slice of a stack): independent of --batch and of resuming
+        keys = [(args.seed, lv, i)] if m == 1 else [(args.seed, lv, i, k) for k in range(m)]
+        return [fp.sample(torch.tensor([lv]), torch.Generator(device).manual_seed(sample_seed(*kk)),
+                          device=device).phi for kk in keys]
+
+    with Job("augment", args, net, inputs, grid, device, names, run,
+              levels=levels, n=args.n, batch=args.batch) as job:
+        todo = set(job.todo())
+        for lv in levels:
+            mine = [i for i in range(args.n) if f"L{lv}_{i}" in todo]
+            for c in range(0, len(mine), per_call):
+                idx = mine[c:c + per_call]
+                res = deform(net, image_net.repeat(len(idx), *[1] * (image_net.dim() - 1)), lv, process=fp,
+                             recover=args.recover, settings=args.settings, random_ddf=torch.cat([f for i in idx for f in random_fields(lv, i)]))
+                for j, i in enumerate(idx):
+                    key = f"L{lv}_{i}"
+                    ddf_net = res.ddf[j * m:(j + 1) * m]
+                    ddf_in = grid.ddf_to_input(ddf_net)
+                    img, lab = warp_outputs(inputs, ddf_in, grid)
+                    sums = write_sample(job.out, inputs, names[key], {"image": img},
+                                         {} if lab is None else {"label": lab}, ddf_in)
+                    job.record(key, {"level": lv, "t_prime": lv, "index": i, "sha256": sums,
+                                     "metrics": field_metrics(grid.per_image(ddf_in)),
+                                     "metrics_network_grid": field_metrics(ddf_net)})
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``augment`` to ``drdm``'s sub-parsers."""
+    a = one_line_errors(subparsers.add_parser(
+        "augment", help="Algorithm 3: deformed copies of a NIfTI image (and label) with their DDFs",
+        description="Algorithm 3 on a 2-D image, a 2-D slice stored as (H, W, 1), a 3-D volume, or "
+                    "(--slicewise) the slices of a 3-D stack with a 2-D network. "
+                    "Writes DIR/img_L{level}_{index}.nii.gz, lbl_..., ddf_... (voxels of the input grid) "
+                    "and DIR/manifest.json; re-running with the same arguments resumes."))
+    a.add_argument("--image", required=True, help="input image (.nii or .nii.gz)")
+    a.add_argument("--label", help="optional label map on the same grid (integer values)")
+    a.add_argument("--levels", type=levels_arg, required=True, help="comma-separated T' values, e.g. 30,45")
+    a.add_argument("--n", type=positive, required=True, help="samples per level")
+    a.add_argument("--out", required=True, help="output folder")
+    a.add_argument("--batch", type=positive, default=8,
+                   help="images per network call (default 8; with --slicewise each slice counts, and one "
+                        "whole stack goes per call at least)")
+    a.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
+    add_sampling_args(a)
+
+    a.set_defaults(func=cmd_augment)

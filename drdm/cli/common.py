@@ -1,0 +1,308 @@
+"""What the ``drdm`` commands share: argument types, the network and its inputs, the run's
+output folder and manifest (:class:`Job`), per-sample seeds and metrics."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data import DataError
+from ..grid import InputGrid, SliceGrid, check_grid
+from ..outputs import DDF_CONVENTION, OutputDir, save_ddf, sha256_file
+from ..pretrained import load as load_network, resolve as resolve_checkpoint
+from ..sampling import SETTINGS, network_grid, recovery_settings
+
+#: Phantom subjects for ``table1 --phantoms`` (training draws subjects from seed 10000 on).
+PHANTOM_SEED = 20_000
+
+SLICEWISE_HELP = ("a 3-D stack with a 2-D network: deform every slice along the last axis with its own "
+                  "field (the release's way with cardiac stacks); the DDF has a zero through-plane component. "
+                  "A single 2-D slice is processed as usual")
+
+
+class UsageError(ValueError):
+    """A user-facing error: printed as one line, exit code 2 (as every ``ValueError`` and
+    ``OSError`` a command raises; :func:`drdm.cli.main`)."""
+
+
+def line(exc: BaseException) -> str:
+    """An exception as one line of text."""
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# ---------------------------------------------------------------- argument types
+
+def int_list(what: str):
+    """An argparse type: comma-separated integers, at least one."""
+    def parse(text: str) -> list[int]:
+        try:
+            out = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be comma-separated integers, got {text!r}") from None
+        if not out:
+            raise argparse.ArgumentTypeError(f"{what} must name at least one value")
+        return out
+    return parse
+
+
+levels_arg = int_list("levels")
+
+
+def positive(text: str) -> int:
+    """An argparse type: a positive integer."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def nonneg(text: str) -> int:
+    """An argparse type: a non-negative integer."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {v}")
+    return v
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Usage errors of ``parser`` as one line, exit code 2."""
+    def error(message):
+        parser.exit(2, f"drdm: error: {parser.prog.split()[-1]}: {' '.join(str(message).split())}\n")
+    parser.error = error
+    return parser
+
+
+def add_sampling_args(p, size_help="network grid side (default: the grid the network was trained on; 256 for "
+                                   "the release's 2-D weights)"):
+    """The options ``augment``, ``synth`` and ``table1`` share."""
+    p.add_argument("--checkpoint", required=True, help="our training checkpoint, the release's state_dict (.pth), or a shipped model name (phantom2d)")
+    p.add_argument("--seed", type=nonneg, default=0, help="run seed; each sample gets its own stream (default 0)")
+    p.add_argument("--recover", choices=("level", "all"), default="level",
+                   help="recovery steps: T'-1..0 (Algorithm 2, default) or all T-1..0 (the release's script)")
+    p.add_argument("--settings", choices=("auto",) + SETTINGS, default="auto",
+                   help="recovery resampling: release (bicubic image warps, zero-padded composition, as the "
+                        "release's diff_recover) or drdm (linear, border); auto: release for the release's "
+                        "weights, drdm otherwise (default)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs of another run")
+    p.add_argument("--size", type=positive, default=None, help=size_help)
+
+
+# ---------------------------------------------------------------- the network and the inputs
+
+
+
+class Inputs:
+    """An image (and label) read with :func:`drdm.data.load_nifti`, plus the file's own shape."""
+
+    def __init__(self, image_path, label_path=None, slicewise: bool = False):
+        import nibabel as nib
+        from ..data import load_nifti
+        self.image_path = Path(image_path)
+        self.label_path = None if label_path is None else Path(label_path)
+        self.image, self.affine, self.spacing = load_nifti(self.image_path)
+        self.file_shape = tuple(int(s) for s in nib.load(str(self.image_path)).shape)
+        self.ndim = self.image.ndim
+        # slice-wise stacks may have any number of slices; every deformed axis needs 4 voxels
+        if min(self.image.shape[:2] if slicewise else self.image.shape) < 4:
+            raise DataError(f"{self.image_path}: image {tuple(self.image.shape)} is too small "
+                            f"(at least 4 voxels per {'in-plane ' if slicewise else ''}axis)")
+        self.label = None
+        if self.label_path is not None:
+            self.label, lab_affine, _ = load_nifti(self.label_path, label=True, allow_empty=True)
+            if self.label.shape != self.image.shape:
+                raise DataError(f"{self.label_path}: label shape {tuple(self.label.shape)} differs from "
+                                f"image shape {tuple(self.image.shape)} ({self.image_path})")
+            if not np.allclose(lab_affine, self.affine, atol=1e-3, rtol=1e-5):
+                raise DataError(f"{self.label_path}: label grid (affine) differs from the image's "
+                                f"({self.image_path}); resample the label onto the image grid first")
+
+    def sha256(self) -> dict:
+        out = {"image": sha256_file(self.image_path)}
+        if self.label_path is not None:
+            out["label"] = sha256_file(self.label_path)
+        return out
+
+
+def check_levels(levels, T: int, what: str = "level T'"):
+    for lv in levels:
+        if not 0 <= int(lv) < T:
+            raise ValueError(f"{what} {lv} is out of range: this network has T={T} steps, "
+                             f"so T' must lie in [0, {T - 1}]")
+
+
+def device_for(name: str) -> torch.device:
+    """``auto | cpu | cuda | cuda:N | mps`` -> a device that works, or a one-line ``ValueError``."""
+    from ..training import pick_device
+    try:
+        device = pick_device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise ValueError(f"device {name!r} is not available ({line(e)})") from None
+    return device
+
+
+def setup(args):
+    """Network, inputs and the network grid, with every check done before writing."""
+    device = device_for(args.device)
+    args.checkpoint = resolve_checkpoint(args.checkpoint)
+    net = load_network(args.checkpoint, device)
+    args.settings = recovery_settings(net, None if args.settings == "auto" else args.settings).name
+    slicewise = getattr(args, "slicewise", False)
+    inputs = Inputs(args.image, args.label, slicewise=slicewise)
+    if slicewise and inputs.ndim == 2 and net.config.ndim == 2:
+        slicewise = False            # a single slice (e.g. stored as (H, W, 1)): the plain 2-D path
+    if slicewise and not (inputs.ndim == 3 and net.config.ndim == 2):
+        raise ValueError(f"--slicewise deforms the slices of a 3-D stack with a 2-D network; got a "
+                         f"{inputs.ndim}-D image {tuple(inputs.image.shape)} and a {net.config.ndim}-D network")
+    if inputs.ndim != net.config.ndim and not slicewise:
+        raise ValueError(f"{inputs.image_path}: a {inputs.ndim}-D image {tuple(inputs.image.shape)} for a "
+                         f"{net.config.ndim}-D network ({args.checkpoint})"
+                         + ("; pass --slicewise to deform each slice along the last axis, or one 2-D slice"
+                            if inputs.ndim == 3 else ""))
+    nd = net.config.ndim
+    size = check_grid((args.size,) * nd if args.size else network_grid(net))
+    grid = (SliceGrid if slicewise else InputGrid)(inputs.image.shape, inputs.spacing, size)
+    return net, inputs, grid, device
+
+
+def warp_outputs(inputs: Inputs, ddf_in: torch.Tensor, grid):
+    """Warp the original image (linear, border) and label (label-safe) by an input-grid DDF;
+    a slice-wise stack is warped slice by slice with its in-plane fields."""
+    from .. import spatial
+    stack = grid.slicewise
+    ddf = grid.per_image(ddf_in)
+
+    def batch(a):       # (*shape) -> (B, 1, *plane)
+        t = torch.from_numpy(a).to(ddf.device)
+        return t.permute(2, 0, 1)[:, None] if stack else t[None, None]
+
+    def back(t):        # (B, 1, *plane) -> (*shape)
+        return (t[:, 0].permute(1, 2, 0) if stack else t[0, 0]).cpu().numpy()
+
+    img = batch(inputs.image)
+    out = back(spatial.warp(img, ddf.to(img.dtype), mode="linear", padding_mode="border"))
+    lab = None
+    if inputs.label is not None:
+        lab = back(spatial.warp(batch(inputs.label.astype(np.int64)), ddf.to(torch.float32), mode="label"))
+    return out, lab
+
+
+def field_metrics(ddf: torch.Tensor) -> dict:
+    """Max and mean |u| (% of the side) and |J|<0 (%) of ``(B, ndim, *S)`` fields, over the
+    whole batch (B > 1: the slices of a slice-wise sample, all of one size)."""
+    from .. import spatial
+    d = ddf.double()
+    m = spatial.magnitude_stats(d)
+    return {"max_pct": round(float(m["max_pct"].max()), 6), "mean_pct": round(float(m["mean_pct"].mean()), 6),
+            "negJ_pct": round(100 * float(spatial.negative_jacobian_fraction(d).mean()), 6)}
+
+
+def write_sample(out: OutputDir, inputs: Inputs, names: dict, images: dict, labels: dict, ddf_in) -> dict:
+    """Write one sample's files atomically; returns their sha256 by role."""
+    from ..data import save_nifti
+    sums = {}
+    for role, arr in images.items():
+        p = out.root / names[role]
+        save_nifti(p, arr.reshape(inputs.file_shape), like=inputs.image_path, overwrite=True)
+        sums[role] = sha256_file(p)
+    for role, arr in labels.items():
+        p = out.root / names[role]
+        save_nifti(p, arr.reshape(inputs.file_shape), like=inputs.label_path, label=True, overwrite=True)
+        sums[role] = sha256_file(p)
+    if ddf_in is not None:
+        p = out.root / names["ddf"]
+        u = ddf_in[0].cpu().numpy()                                   # (nd, *shape)
+        u = np.moveaxis(u, 0, -1).reshape(*inputs.file_shape, inputs.ndim)  # (*file_shape, nd)
+        save_ddf(p, u, inputs.image_path)
+        sums["ddf"] = sha256_file(p)
+    return sums
+
+
+def progress(total, initial, desc):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc=desc, unit="sample", disable=not sys.stderr.isatty())
+
+
+class Job:
+    """What ``augment`` and ``synth`` share: the output folder (checked, then created), the
+    manifest (rewritten after every sample, so a killed run resumes) and the progress bar.
+
+    Args:
+        command: ``"augment"`` or ``"synth"``. names: sample key -> {role: file name}.
+        run: what determines the outputs (resume key). extra: more manifest fields.
+    """
+
+    def __init__(self, command: str, args, net, inputs: Inputs, grid: InputGrid, device, names: dict,
+                 run: dict, **extra):
+        from .. import __version__
+        self.command, self.names = command, names
+        self.out = OutputDir(args.out, [f for d in names.values() for f in d.values()], run, args.overwrite)
+        done = self.out.prepare()
+        self.out.create()
+        self.manifest = {
+            "format": f"drdm-{command}-1", "command": command, "drdm_version": __version__,
+            "checkpoint": str(args.checkpoint), "checkpoint_sha256": run["checkpoint_sha256"],
+            "image": str(inputs.image_path), "label": None if inputs.label_path is None else str(inputs.label_path),
+            "seed": args.seed, "recover": args.recover, "settings": args.settings, "device": str(device),
+            "network": {"ndim": net.config.ndim, "timesteps": net.config.timesteps, "variant": net.config.variant},
+            "geometry": grid.describe(), "ddf_convention": DDF_CONVENTION,
+            "run": run, "complete": False, "outputs": [], **extra}
+        self.entries = {k: done[k] for k in names if k in done}
+        self.kept = len(self.entries)
+        self._flush()
+        self.bar = progress(len(names), self.kept, command)
+
+    def todo(self) -> list:
+        """Sample keys still to make, in plan order."""
+        return [k for k in self.names if k not in self.entries]
+
+    def _flush(self, complete: bool = False):
+        self.manifest["outputs"] = [self.entries[k] for k in self.names if k in self.entries]
+        self.manifest["complete"] = complete
+        self.out.write_manifest(self.manifest)
+
+    def record(self, key: str, entry: dict):
+        """One sample's files are written: list it in the manifest."""
+        self.entries[key] = {"key": key, **entry, "files": self.names[key]}
+        self._flush()
+        self.bar.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        self.bar.close()
+        if exc_type is None:
+            self._flush(complete=True)
+            print(f"{self.command}: {len(self.names)} sample(s) in {self.out.root} "
+                  f"({self.kept} kept from an earlier run)")
+        return False
+
+
+def run_record(command: str, args, inputs: Inputs, grid, **plan) -> dict:
+    """What determines a run's outputs (compared with the manifest's to resume); ``slicewise``
+    appears only when set, so plain runs keep the record they always had."""
+    run = {"command": command, "checkpoint_sha256": sha256_file(args.checkpoint), **inputs.sha256(), **plan,
+           "n": args.n, "seed": args.seed, "recover": args.recover, "settings": args.settings,
+           "network_grid": list(grid.size)}
+    if grid.slicewise:
+        run["slicewise"] = True
+    return run
+
+
+def network_image(net, inputs: Inputs, grid, device) -> torch.Tensor:
+    """The input on the network grid, ``(m, C, *size)``: ``m = grid.images_per_sample``."""
+    image = torch.from_numpy(grid.network_images(inputs.image))[:, None].to(device)
+    return image.expand(-1, net.config.in_channels, *[-1] * net.config.ndim)
+

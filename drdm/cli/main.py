@@ -1,0 +1,40 @@
+"""The ``drdm`` program: one parser, one place where errors become exit codes.
+
+Bad input ends with exit code 2 and one line on stderr (``drdm: error: ...``): every
+``ValueError`` (the package's :class:`~drdm.data.DataError`,
+:class:`~drdm.checkpoint.CheckpointError` and :class:`UsageError` among them) and every
+``OSError`` a command raises; nothing partial is left behind. Ctrl-C exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import augment, experiment, synth, table1, train
+from .common import line
+
+__all__ = ["build_parser", "main"]
+
+COMMANDS = (train, augment, synth, table1, experiment)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """``drdm`` with its sub-commands ``train | augment | synth | table1 | experiment``."""
+    ap = argparse.ArgumentParser(prog="drdm", description="Deformation-Recovery Diffusion Model")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.register(sub)
+    return ap
+
+
+def main(argv=None) -> int:
+    """Run ``drdm`` with ``argv`` (default: the process's arguments); returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:
+        print(f"drdm: error: {line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("drdm: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,78 @@
+"""``drdm synth``: Algorithm 4, moving/fixed registration pairs with the target field phi_syn."""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from ..sampling import sample_seed
+from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics, network_image,
+                     one_line_errors, positive, run_record, setup, warp_outputs, write_sample)
+
+
+def pairs_arg(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in (p for p in text.split(",") if p.strip()):
+        try:
+            a, s = part.split(":")
+            out.append((int(a), int(s)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"pairs must look like 30:10,45:15 (T'_aug:T'_syn), got {text!r}") from None
+    if not out:
+        raise argparse.ArgumentTypeError("pairs must name at least one T'_aug:T'_syn")
+    return out
+
+
+def synth_names(ta: int, ts: int, index: int, with_label: bool) -> dict:
+    tag = f"A{ta}_S{ts}_{index:03d}.nii.gz"
+    names = {"moving": f"moving_{tag}", "fixed": f"fixed_{tag}", "ddf": f"ddf_{tag}"}
+    if with_label:
+        names.update(moving_label=f"moving_lbl_{tag}", fixed_label=f"fixed_lbl_{tag}")
+    return names
+
+
+def cmd_synth(args) -> int:
+    """Algorithm 4: moving/fixed pairs with the registration target ``phi_syn``."""
+    from .. import spatial
+    from ..sampling import registration_pairs
+    net, inputs, grid, device = setup(args)
+    T = net.config.timesteps
+    pairs = list(dict.fromkeys((int(a), int(s)) for a, s in args.pairs))
+    check_levels([a for a, _ in pairs], T, "T'_aug")
+    check_levels([s for _, s in pairs], T, "T'_syn")
+    plan = {f"A{a}_S{s}_{i}": (a, s, i) for a, s in pairs for i in range(args.n)}
+    names = {k: synth_names(*p, inputs.label is not None) for k, p in plan.items()}
+    run = run_record("synth", args, inputs, grid, pairs=[list(p) for p in pairs])
+    image_net = network_image(net, inputs, grid, device)
+    with Job("synth", args, net, inputs, grid, device, names, run, pairs=[list(p) for p in pairs], n=args.n,
+              note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
+        for key in job.todo():
+            a, s, i = plan[key]
+            g = torch.Generator(device).manual_seed(sample_seed(args.seed, a, s, i))
+            r = next(registration_pairs(net, image_net, [(a, s)], generator=g, recover=args.recover,
+                                           settings=args.settings))
+            both = spatial.compose(r["ddf"], r["ddf_aug"])          # moving's field, then phi_syn
+            aug_in, both_in, syn_in = (grid.ddf_to_input(u) for u in (r["ddf_aug"], both, r["ddf"]))
+            mv, mv_lab = warp_outputs(inputs, aug_in, grid)
+            fx, fx_lab = warp_outputs(inputs, both_in, grid)
+            labels = {} if mv_lab is None else {"moving_label": mv_lab, "fixed_label": fx_lab}
+            sums = write_sample(job.out, inputs, names[key], {"moving": mv, "fixed": fx}, labels, syn_in)
+            job.record(key, {"t_aug": a, "t_syn": s, "t_prime": [a, s], "index": i, "sha256": sums,
+                             "metrics": field_metrics(grid.per_image(syn_in)), "metrics_aug": field_metrics(grid.per_image(aug_in))})
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``synth`` to ``drdm``'s sub-parsers."""
+    s = one_line_errors(subparsers.add_parser(
+        "synth", help="Algorithm 4: moving/fixed registration pairs with the target DDF phi_syn",
+        description="Algorithm 4: for each T'_aug:T'_syn pair, --n (moving, fixed, phi_syn) triples "
+                    "(+ labels warped the same way) and DIR/manifest.json; re-running resumes."))
+    s.add_argument("--image", required=True)
+    s.add_argument("--label")
+    s.add_argument("--pairs", type=pairs_arg, required=True, help="T'_aug:T'_syn pairs, e.g. 30:10,45:15")
+    s.add_argument("--n", type=positive, default=1, help="pairs per T'_aug:T'_syn (default 1)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
+    add_sampling_args(s)
+    s.set_defaults(func=cmd_synth)

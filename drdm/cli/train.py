@@ -1,0 +1,50 @@
+"""``drdm train``: Algorithm 1 (resumes from OUT/last.pth)."""
+from __future__ import annotations
+
+import json
+
+from .common import UsageError, positive
+
+
+def cmd_train(args) -> int:
+    from ..training import TrainConfig, train
+    opts = {}
+    if args.config:
+        with open(args.config) as f:
+            opts.update(json.load(f))
+    for k in ("ndim", "image_size", "reading", "unit_factor", "batch", "lr", "steps", "seed", "device",
+              "loss_coding", "checkpoint_every", "n_subjects"):
+        v = getattr(args, k)
+        if v is not None:
+            opts[k] = v
+    if isinstance(opts.get("unit_factor"), str):
+        try:
+            opts["unit_factor"] = float(opts["unit_factor"])
+        except ValueError:
+            pass
+    try:
+        cfg = TrainConfig.from_dict(opts)
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    tr = train(cfg, args.out)
+    print(f"trained {tr.step} steps; checkpoint {args.out}/last.pth")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``train`` to ``drdm``'s sub-parsers."""
+    t = subparsers.add_parser("train", help="Algorithm 1: train the recovery network (resumes from OUT/last.pth)")
+    t.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, config.json)")
+    t.add_argument("--config", help="JSON file of TrainConfig options (flags override it)")
+    t.add_argument("--ndim", type=int, choices=(2, 3))
+    t.add_argument("--image-size", dest="image_size", type=int)
+    t.add_argument("--reading", choices=("official", "paper"))
+    t.add_argument("--unit-factor", dest="unit_factor")
+    t.add_argument("--batch", type=positive)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--steps", type=positive)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device")
+    t.add_argument("--loss-coding", dest="loss_coding", choices=("corrected", "official"))
+    t.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive)
+    t.add_argument("--n-subjects", dest="n_subjects", type=positive)
