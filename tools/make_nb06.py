@@ -72,9 +72,9 @@ if label:
     args += ["--label", label]
 if slicewise == "auto":
     from drdm.data import load_nifti
-    from drdm.sampling_cli import load_network, resolve_checkpoint
+    from drdm import load
     stack = load_nifti(image)[0].ndim == 3          # (H, W, 1) files count as one 2-D slice
-    slicewise = stack and load_network(resolve_checkpoint(checkpoint)).config.ndim == 2
+    slicewise = stack and load(checkpoint).config.ndim == 2
 if slicewise:
     args += ["--slicewise"]
 print("drdm " + " ".join(args[:1] + [a if not a.startswith("/") else Path(a).name for a in args[1:]]))
