@@ -182,10 +182,6 @@ def sample_at(image: torch.Tensor, coords: torch.Tensor, mode: str, padding: str
     return Sampler(image.shape[2:], coords, padding)(image, mode)
 
 
-# TODO(issue 15): drop once drdm/sampling_cli.py imports ``sample_at`` (it still reads ``_sample``)
-_sample = sample_at
-
-
 def ddf_to_sampling_grid(ddf: torch.Tensor) -> torch.Tensor:
     """Turn a voxel DDF into a ``grid_sample`` grid (``align_corners=True``).
 

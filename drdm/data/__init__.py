@@ -19,9 +19,6 @@ from .nifti import load_nifti, save_nifti
 from .preprocessing import geometry, preprocess, preprocess_label, preprocess_record, slices, subject_split
 from .records import ACDC_CONVENTION, LUNG_CONVENTION, MNMS_CONVENTION, DataError, Record
 
-# TODO(issue 15): drop once drdm/sampling_cli.py imports ``geometry`` (it still reads ``_geometry``)
-_geometry = geometry
-
 __all__ = [
     "Record", "DataError", "ACDC_CONVENTION", "MNMS_CONVENTION", "LUNG_CONVENTION",
     "load_nifti", "save_nifti",
