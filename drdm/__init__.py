@@ -9,8 +9,7 @@ Modules: :mod:`drdm.spatial` (warp, compose, Jacobian, units),
 :mod:`drdm.viz` (figures), :mod:`drdm.provenance` (result files).
 """
 from . import diffusion, network, spatial
-from .checkpoint import load_official
-from .pretrained import load, load_pretrained
+from .checkpoint import load, load_official, load_pretrained
 from .provenance import results_dir
 from .diffusion import DiffusionConfig, ForwardProcess
 from .spatial import compose, jacobian_det, negative_jacobian_fraction, warp

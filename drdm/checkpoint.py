@@ -1,4 +1,11 @@
-"""Loading weights safely: plain state_dicts only (``torch.load(weights_only=True)``)."""
+"""Loading weights safely (``torch.load(weights_only=True)``), and the one loader :func:`load`.
+
+:func:`load` takes whatever a user has: a shipped model's name (``phantom2d``), a drdm
+training checkpoint (:data:`FORMAT`, written by :mod:`drdm.training`) or the release's
+plain state_dict (:func:`load_official`), and returns a :class:`~drdm.network.DRDMNet` in
+eval mode. Every entry point (the CLI, :class:`~drdm.transforms.RandDRDMd`, the tasks,
+the notebooks) goes through it.
+"""
 from __future__ import annotations
 
 import pickle
@@ -8,8 +15,13 @@ from pathlib import Path
 import torch
 
 from .network import DRDMNet, NetworkConfig
+from .pretrained import PRETRAINED, pretrained_path
 
-__all__ = ["CheckpointError", "safe_load", "load_state_dict", "load_official"]
+__all__ = ["FORMAT", "CheckpointError", "safe_load", "load_state_dict", "load_official", "load_checkpoint",
+           "resolve", "load", "load_pretrained"]
+
+#: ``format`` field of drdm training checkpoints
+FORMAT = "drdm-checkpoint-1"
 
 
 class CheckpointError(ValueError):
@@ -84,3 +96,63 @@ def load_official(path: str | Path, ndim: int | None = None, in_channels: int | 
     net.load_state_dict(sd, strict=True)
     net.weights_origin = "release"      # sampling then defaults to the release's recovery settings
     return net.eval()
+
+
+def load_checkpoint(path) -> dict:
+    """Read a drdm training checkpoint (``weights_only=True``); :class:`CheckpointError` on anything else."""
+    path = Path(path)
+    obj = safe_load(path)
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a drdm training checkpoint (use drdm.load_official for the release's weights)")
+    return obj
+
+
+def resolve(path_or_name) -> Path:
+    """A checkpoint path, or a shipped model's name (``phantom2d``) turned into its path
+    (a file of that name in the current folder wins)."""
+    if str(path_or_name) in PRETRAINED and not Path(path_or_name).exists():
+        return pretrained_path(str(path_or_name))
+    return Path(path_or_name)
+
+
+def load(path_or_name, device="cpu") -> DRDMNet:
+    """The one loader: a shipped model's name, our training checkpoint or the release's
+    state_dict -> a :class:`~drdm.network.DRDMNet` in eval mode on ``device``.
+
+    Pickles, malformed files and non-float or non-finite weights are refused with a
+    one-line :class:`CheckpointError`. The release's weights carry ``weights_origin =
+    "release"`` (sampling then uses the release's recovery settings); ours carry their
+    ``train_config``.
+
+    >>> load("phantom2d").train_config["image_size"]
+    32
+    """
+    path = resolve(path_or_name)
+    try:
+        ck = load_checkpoint(path)
+    except CheckpointError as e:
+        if "not a drdm training checkpoint" not in str(e):
+            raise
+        return load_official(path).to(device)
+    try:
+        net = DRDMNet(NetworkConfig(**{**ck["network_config"], "channels": tuple(ck["network_config"]["channels"])}))
+        weights = ck["model"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: malformed drdm checkpoint ({type(e).__name__}: {e})") from None
+    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in weights.values()):
+        raise CheckpointError(f"{path}: non-floating-point weights")
+    bad = [k for k, v in weights.items() if not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: NaN or Inf in weights ({bad[0]!r})")
+    try:
+        net.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the network described in it: "
+                              f"{str(e).splitlines()[0]}") from None
+    net.train_config = ck.get("train_config")
+    return net.to(device).eval()
+
+
+def load_pretrained(name: str = "phantom2d", device="cpu") -> DRDMNet:
+    """A shipped model by name (:data:`drdm.pretrained.PRETRAINED`); ``ValueError`` for an unknown one."""
+    return load(pretrained_path(name), device=device)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from . import spatial
-from .sampling import (_fast_layout, deform, field_stats, process_for, recovery_settings, recovery_step,
+from .sampling import (fast_layout, deform, field_stats, process_for, recovery_settings, recovery_step,
                        sample_seed)
 
 __all__ = ["METRICS", "CRITERION", "release_reference", "sample_rows", "run", "compare", "format_table",
@@ -149,7 +149,7 @@ def divergence(net, image: torch.Tensor, level: int, seed: int = 0, eps: float =
     g = torch.Generator(image.device).manual_seed(seed + 1)
     direction = torch.randn(phi0.shape, generator=g, device=image.device)
     direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    fast, fmt = _fast_layout(net, image, True)
+    fast, fmt = fast_layout(net, image, True)
     runs = {"reference": (net, None, phi0), "perturbed": (net, None, phi0 + eps * direction),
             "channels_last": (fast, fmt, phi0)}
     states = {k: (phi, spatial.warp(image, phi, mode=rs.image_mode)) for k, (_, _, phi) in runs.items()}

@@ -50,7 +50,7 @@ import torch
 from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 
-__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed",
+__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "fast_layout",
            "field_stats", "DeformResult", "network_grid", "process_for", "deform", "augment", "registration_pairs", "table1", "label_survival",
            "TABLE1_LEVELS"]
 
@@ -109,7 +109,7 @@ def sample_seed(seed: int, *keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-def _fast_layout(net, image, channels_last):
+def fast_layout(net, image, channels_last: bool | None):
     """A channels-last copy of ``net`` (or ``net`` itself) and the memory format to feed it."""
     if channels_last is None:   # auto: where it was measured faster (CPU, 2-D, side >= 128)
         channels_last = image.device.type == "cpu" and image.dim() == 4 and min(image.shape[2:]) >= 128
@@ -215,7 +215,7 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
         raise ValueError(f"recover must be 'level' or 'all', got {recover!r}")
     rs = recovery_settings(net, settings)
     net.eval()
-    run, fmt = _fast_layout(net, image, channels_last)
+    run, fmt = fast_layout(net, image, channels_last)
 
     # On CPU the network sees one image at a time: batched convolutions round differently
     # from single ones, the chaotic loop turns that into different samples, and CPU gains

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .checkpoint import CheckpointError
+from .checkpoint import FORMAT, CheckpointError, load, load_checkpoint
 from .provenance import atomic_write
 from .diffusion import DiffusionConfig, ForwardProcess
 from .losses import drdm_loss
@@ -35,7 +35,6 @@ from . import spatial
 __all__ = ["TrainConfig", "Trainer", "train", "pick_device", "save_checkpoint", "load_checkpoint",
            "load_model", "augment_batch"]
 
-FORMAT = "drdm-checkpoint-1"
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -141,43 +140,8 @@ def save_checkpoint(path, model: torch.nn.Module, config: TrainConfig, *, optimi
     return path
 
 
-def load_checkpoint(path) -> dict:
-    """Read a drdm checkpoint (``weights_only=True``); :class:`CheckpointError` on anything else."""
-    from .checkpoint import safe_load
-    path = Path(path)
-    obj = safe_load(path)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a drdm training checkpoint (use drdm.load_official for the release's weights)")
-    return obj
-
-
-def load_model(path, device="cpu") -> DRDMNet:
-    """A trained :class:`DRDMNet` from a drdm checkpoint or the release's state_dict, in eval mode."""
-    from .checkpoint import load_official
-    try:
-        ck = load_checkpoint(path)
-    except CheckpointError as e:
-        if "not a drdm training checkpoint" not in str(e):
-            raise
-        return load_official(path).to(device)
-    try:
-        net = DRDMNet(NetworkConfig(**{**ck["network_config"], "channels": tuple(ck["network_config"]["channels"])}))
-        weights = ck["model"]
-    except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: malformed drdm checkpoint ({type(e).__name__}: {e})") from None
-    if not all(isinstance(v, torch.Tensor) and v.is_floating_point() for v in weights.values()):
-        raise CheckpointError(f"{path}: non-floating-point weights")
-    bad = [k for k, v in weights.items() if not bool(torch.isfinite(v).all())]
-    if bad:
-        raise CheckpointError(f"{path}: NaN or Inf in weights ({bad[0]!r})")
-    try:
-        net.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit the network described in it: "
-                              f"{str(e).splitlines()[0]}") from None
-    net.train_config = ck.get("train_config")
-    return net.to(device).eval()
-
+#: the loader lives in drdm.checkpoint (drdm.load); these names stay for the notebooks that use them
+load_model = load
 
 # ---------------------------------------------------------------- training
 

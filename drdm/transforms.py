@@ -148,7 +148,7 @@ class RandDRDMd(_Base):
     @property
     def net(self):
         if self._net is None:
-            from .pretrained import load
+            from .checkpoint import load
             self._net = load(self.checkpoint, self.device)
             self._check_levels()
         return self._net

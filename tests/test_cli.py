@@ -388,3 +388,14 @@ def test_table1_on_middle_slices_of_volumes(work, tmp_path, capsys):
 def test_official_weights_run_on_a_256_grid():
     net = load_network(OFFICIAL_CKPT)
     assert network_size(net) == (256, 256) and net.config.timesteps == 80
+
+
+def test_every_command_has_its_own_module_and_handler():
+    """drdm/cli: one module per command, each registering a handler of its own."""
+    import argparse
+    from drdm.cli import build_parser
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert sorted(sub.choices) == ["augment", "experiment", "synth", "table1", "train"]
+    for name, parser in sub.choices.items():
+        func = parser.get_default("func")
+        assert func.__name__ == f"cmd_{name}" and func.__module__ == f"drdm.cli.{name}"

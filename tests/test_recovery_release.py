@@ -8,7 +8,7 @@ import torch
 
 from drdm import spatial
 from drdm.network import DRDMNet, NetworkConfig
-from drdm.sampling import (_fast_layout, deform, recovery_settings, recovery_step, table1)
+from drdm.sampling import (fast_layout, deform, recovery_settings, recovery_step, table1)
 from drdm.shared import absent_reason, official_checkpoint, official_dir
 
 OFFICIAL = official_dir()
@@ -39,7 +39,7 @@ def test_one_release_step_is_reproduced(release, level, layout):
     assert t == level - 1                                               # time indices T'-1 ... 0
     warped = spatial.warp(image, phi, mode=rs.image_mode)
     assert (warped - torch.from_numpy(g[f"T{level}_warped"])).abs().max() <= 1e-3
-    model, fmt = _fast_layout(net, image, layout == "channels_last")
+    model, fmt = fast_layout(net, image, layout == "channels_last")
 
     def predict(x, tt):
         return model(x if fmt is None else x.contiguous(memory_format=fmt), tt).contiguous()

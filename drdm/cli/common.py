@@ -12,7 +12,7 @@ import torch
 from ..data import DataError
 from ..grid import InputGrid, SliceGrid, check_grid
 from ..outputs import DDF_CONVENTION, OutputDir, save_ddf, sha256_file
-from ..pretrained import load as load_network, resolve as resolve_checkpoint
+from ..checkpoint import load as load_network, resolve as resolve_checkpoint
 from ..sampling import SETTINGS, network_grid, recovery_settings
 
 #: Phantom subjects for ``table1 --phantoms`` (training draws subjects from seed 10000 on).

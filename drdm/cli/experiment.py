@@ -55,7 +55,7 @@ def middle_slices(records):
 def cmd_experiment(args) -> int:
     import logging
     from pathlib import Path
-    from ..tasks import _common
+    from ..tasks import write_outputs
     records = experiment_records(args.data, args.data_dir)
     overrides = {}
     for item in args.set or []:
@@ -101,7 +101,7 @@ def cmd_experiment(args) -> int:
         raise UsageError(str(e)) from None
     data = args.data if args.data in DATASETS else "folder"
     suffix = "" if data == "phantom" else "_" + data.replace("-", "_")     # phantom: the book's own file
-    files = _common.write_outputs(name + suffix, result, result["markdown"], args.out, args.profile,
+    files = write_outputs(name + suffix, result, result["markdown"], args.out, args.profile,
                                   int((result["config"].get("seeds") or [0])[0]), result["device"],
                                   result["wall_time_s"], data)
     print(result["markdown"])
@@ -129,3 +129,4 @@ def register(subparsers) -> None:
                    help="override a profile field, value in JSON (e.g. --set steps=200 --set n_aug=4)")
     e.add_argument("--device", default="auto")
     e.add_argument("--out", default="results", help="results root (default results)")
+    e.set_defaults(func=cmd_experiment)

@@ -48,3 +48,4 @@ def register(subparsers) -> None:
     t.add_argument("--loss-coding", dest="loss_coding", choices=("corrected", "official"))
     t.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive)
     t.add_argument("--n-subjects", dest="n_subjects", type=positive)
+    t.set_defaults(func=cmd_train)

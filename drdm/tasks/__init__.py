@@ -5,8 +5,9 @@ pre-training of registration (Section 5, Table 3).
 experiments end to end on the embedded phantoms (or on :class:`drdm.data.Record`
 lists) and return JSON-serialisable dicts with a markdown table in the paper's layout.
 """
+from ._common import write_outputs
 from .registration import run_registration
 from .segmentation import UNet, run_segmentation
 from .voxelmorph import VoxelMorph
 
-__all__ = ["run_segmentation", "run_registration", "UNet", "VoxelMorph"]
+__all__ = ["run_segmentation", "run_registration", "UNet", "VoxelMorph", "write_outputs"]

@@ -89,8 +89,8 @@ def load_drdm(checkpoint, ndim: int, device) -> tuple[object | None, str | None,
     path, reason = resolve_checkpoint(checkpoint, ndim)
     if path is None:
         return None, None, reason
-    from ..training import load_model
-    net = load_model(path, device=device)
+    from ..checkpoint import load
+    net = load(path, device=device)
     if net.config.ndim != ndim:
         return None, None, f"{path}: a {net.config.ndim}-D DRDM network, the data are {ndim}-D"
     return net, str(path), None
