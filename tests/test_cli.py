@@ -399,3 +399,4 @@ def test_every_command_has_its_own_module_and_handler():
     for name, parser in sub.choices.items():
         func = parser.get_default("func")
         assert func.__name__ == f"cmd_{name}" and func.__module__ == f"drdm.cli.{name}"
+        assert parser.description and parser.format_help().startswith("usage: drdm " + name)

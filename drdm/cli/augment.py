@@ -11,7 +11,7 @@ import torch
 
 from ..sampling import sample_seed
 from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics, levels_arg,
-                     network_image, one_line_errors, positive, run_record, setup, warp_outputs, write_sample)
+                     network_image, positive, run_record, setup, warp_outputs, write_sample)
 
 
 def augment_names(level: int, index: int, with_label: bool) -> dict:
@@ -63,23 +63,22 @@ def cmd_augment(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``augment`` to ``drdm``'s sub-parsers."""
-    a = one_line_errors(subparsers.add_parser(
-        "augment", help="Algorithm 3: deformed copies of a NIfTI image (and label) with their DDFs",
-        description="Algorithm 3 on a 2-D image, a 2-D slice stored as (H, W, 1), a 3-D volume, or "
-                    "(--slicewise) the slices of a 3-D stack with a 2-D network. "
-                    "Writes DIR/img_L{level}_{index}.nii.gz, lbl_..., ddf_... (voxels of the input grid) "
-                    "and DIR/manifest.json; re-running with the same arguments resumes."))
-    a.add_argument("--image", required=True, help="input image (.nii or .nii.gz)")
-    a.add_argument("--label", help="optional label map on the same grid (integer values)")
-    a.add_argument("--levels", type=levels_arg, required=True, help="comma-separated T' values, e.g. 30,45")
-    a.add_argument("--n", type=positive, required=True, help="samples per level")
-    a.add_argument("--out", required=True, help="output folder")
-    a.add_argument("--batch", type=positive, default=8,
+HELP = "Algorithm 3: deformed copies of a NIfTI image (and label) with their DDFs"
+DESCRIPTION = ("Algorithm 3 on a 2-D image, a 2-D slice stored as (H, W, 1), a 3-D volume, or "
+               "(--slicewise) the slices of a 3-D stack with a 2-D network. "
+               "Writes DIR/img_L{level}_{index}.nii.gz, lbl_..., ddf_... (voxels of the input grid) "
+               "and DIR/manifest.json; re-running with the same arguments resumes.")
+
+
+def add_arguments(p) -> None:
+    """``drdm augment``'s options."""
+    p.add_argument("--image", required=True, help="input image (.nii or .nii.gz)")
+    p.add_argument("--label", help="optional label map on the same grid (integer values)")
+    p.add_argument("--levels", type=levels_arg, required=True, help="comma-separated T' values, e.g. 30,45")
+    p.add_argument("--n", type=positive, required=True, help="samples per level")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--batch", type=positive, default=8,
                    help="images per network call (default 8; with --slicewise each slice counts, and one "
                         "whole stack goes per call at least)")
-    a.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
-    add_sampling_args(a)
-
-    a.set_defaults(func=cmd_augment)
+    p.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
+    add_sampling_args(p)

@@ -82,6 +82,11 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def command_parser(subparsers, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    """A sub-command's parser whose usage errors are one line, exit code 2."""
+    return one_line_errors(subparsers.add_parser(name, help=help, description=description))
+
+
 def add_sampling_args(p, size_help="network grid side (default: the grid the network was trained on; 256 for "
                                    "the release's 2-D weights)"):
     """The options ``augment``, ``synth`` and ``table1`` share."""

@@ -109,24 +109,25 @@ def cmd_experiment(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``experiment`` to ``drdm``'s sub-parsers."""
-    e = subparsers.add_parser("experiment", help="Table 2 (seg) or Table 3 (reg) on phantoms or a dataset",
-                       description="Run a downstream experiment and write <out>/<profile>/<task>[_<data>].json "
-                                   "and .md (Table 2 / Table 3 layout, seeds, times, Wilcoxon p-values).")
-    e.add_argument("task", choices=("seg", "reg"))
-    e.add_argument("--profile", choices=("ci", "cpu", "gpu"), default="ci")
-    e.add_argument("--data", default="phantom",
+HELP = "Table 2 (seg) or Table 3 (reg) on phantoms or a dataset"
+DESCRIPTION = ("Run a downstream experiment and write <out>/<profile>/<task>[_<data>].json "
+               "and .md (Table 2 / Table 3 layout, seeds, times, Wilcoxon p-values).")
+
+
+def add_arguments(p) -> None:
+    """``drdm experiment``'s options."""
+    p.add_argument("task", choices=("seg", "reg"))
+    p.add_argument("--profile", choices=("ci", "cpu", "gpu"), default="ci")
+    p.add_argument("--data", default="phantom",
                    help="phantom | thorax3d (reg) | mnms | acdc | acdc-h5 (with --data-dir) | a folder of "
                         "X.nii.gz + X_gt.nii.gz (default phantom)")
-    e.add_argument("--data-dir", dest="data_dir", help="root of the mnms / acdc / acdc-h5 dataset")
-    e.add_argument("--checkpoint", help="DRDM checkpoint (a .pth or a shipped name such as phantom2d; "
+    p.add_argument("--data-dir", dest="data_dir", help="root of the mnms / acdc / acdc-h5 dataset")
+    p.add_argument("--checkpoint", help="DRDM checkpoint (a .pth or a shipped name such as phantom2d; "
                                         "default: the shipped model of the data's dimension)")
-    e.add_argument("--methods", type=lambda v: [x for x in v.split(",") if x],
+    p.add_argument("--methods", type=lambda v: [x for x in v.split(",") if x],
                    help="seg: none,bigaug,elastic,drdm; reg: none,mrbs,drdm (default all)")
-    e.add_argument("--seeds", type=int_list("seeds"), help="comma-separated training seeds (default: the profile's)")
-    e.add_argument("--set", action="append", metavar="KEY=VALUE",
+    p.add_argument("--seeds", type=int_list("seeds"), help="comma-separated training seeds (default: the profile's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a profile field, value in JSON (e.g. --set steps=200 --set n_aug=4)")
-    e.add_argument("--device", default="auto")
-    e.add_argument("--out", default="results", help="results root (default results)")
-    e.set_defaults(func=cmd_experiment)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default="results", help="results root (default results)")

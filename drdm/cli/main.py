@@ -11,10 +11,11 @@ import argparse
 import sys
 
 from . import augment, experiment, synth, table1, train
-from .common import line
+from .common import command_parser, line
 
 __all__ = ["build_parser", "main"]
 
+#: one module per command: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``cmd_<name>(args)``
 COMMANDS = (train, augment, synth, table1, experiment)
 
 
@@ -23,7 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="drdm", description="Deformation-Recovery Diffusion Model")
     sub = ap.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        command.register(sub)
+        name = command.__name__.rsplit(".", 1)[-1]
+        p = command_parser(sub, name, command.HELP, command.DESCRIPTION)
+        command.add_arguments(p)
+        p.set_defaults(func=getattr(command, f"cmd_{name}"))
     return ap
 
 

@@ -7,7 +7,7 @@ import torch
 
 from ..sampling import sample_seed
 from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics, network_image,
-                     one_line_errors, positive, run_record, setup, warp_outputs, write_sample)
+                     positive, run_record, setup, warp_outputs, write_sample)
 
 
 def pairs_arg(text: str) -> list[tuple[int, int]]:
@@ -62,17 +62,17 @@ def cmd_synth(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``synth`` to ``drdm``'s sub-parsers."""
-    s = one_line_errors(subparsers.add_parser(
-        "synth", help="Algorithm 4: moving/fixed registration pairs with the target DDF phi_syn",
-        description="Algorithm 4: for each T'_aug:T'_syn pair, --n (moving, fixed, phi_syn) triples "
-                    "(+ labels warped the same way) and DIR/manifest.json; re-running resumes."))
-    s.add_argument("--image", required=True)
-    s.add_argument("--label")
-    s.add_argument("--pairs", type=pairs_arg, required=True, help="T'_aug:T'_syn pairs, e.g. 30:10,45:15")
-    s.add_argument("--n", type=positive, default=1, help="pairs per T'_aug:T'_syn (default 1)")
-    s.add_argument("--out", required=True)
-    s.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
-    add_sampling_args(s)
-    s.set_defaults(func=cmd_synth)
+HELP = "Algorithm 4: moving/fixed registration pairs with the target DDF phi_syn"
+DESCRIPTION = ("Algorithm 4: for each T'_aug:T'_syn pair, --n (moving, fixed, phi_syn) triples "
+               "(+ labels warped the same way) and DIR/manifest.json; re-running resumes.")
+
+
+def add_arguments(p) -> None:
+    """``drdm synth``'s options."""
+    p.add_argument("--image", required=True)
+    p.add_argument("--label")
+    p.add_argument("--pairs", type=pairs_arg, required=True, help="T'_aug:T'_syn pairs, e.g. 30:10,45:15")
+    p.add_argument("--n", type=positive, default=1, help="pairs per T'_aug:T'_syn (default 1)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
+    add_sampling_args(p)

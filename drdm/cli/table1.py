@@ -16,7 +16,7 @@ from ..grid import check_grid
 from ..outputs import check_creatable, sha256_file, write_text
 from ..sampling import TABLE1_LEVELS, network_grid, recovery_settings
 from .common import (PHANTOM_SEED, add_sampling_args, check_levels, device_for, levels_arg, load_network,
-                     one_line_errors, positive, resolve_checkpoint)
+                     positive, resolve_checkpoint)
 
 
 def check_out_file(path, overwrite: bool) -> Path | None:
@@ -116,19 +116,19 @@ def cmd_table1(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``table1`` to ``drdm``'s sub-parsers."""
-    t = one_line_errors(subparsers.add_parser(
-        "table1", help="Table 1: magnitude and folding of random and recovered fields",
-        description="Table 1 on middle slices of NIfTI volumes (min-max per slice, resized to the network "
-                    "grid) or on embedded phantoms; prints the table, writes JSON and CSV."))
-    src = t.add_mutually_exclusive_group(required=True)
+HELP = "Table 1: magnitude and folding of random and recovered fields"
+DESCRIPTION = ("Table 1 on middle slices of NIfTI volumes (min-max per slice, resized to the network "
+               "grid) or on embedded phantoms; prints the table, writes JSON and CSV.")
+
+
+def add_arguments(p) -> None:
+    """``drdm table1``'s options."""
+    src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", nargs="+", help="NIfTI images or volumes (middle slice of each volume)")
     src.add_argument("--phantoms", type=positive, help="use N embedded phantoms instead")
-    t.add_argument("--levels", type=levels_arg, default=list(TABLE1_LEVELS),
+    p.add_argument("--levels", type=levels_arg, default=list(TABLE1_LEVELS),
                    help="comma-separated T' (default 30,45,55,65,70)")
-    t.add_argument("--out", help="results JSON")
-    t.add_argument("--csv", help="results CSV")
-    t.add_argument("--batch", type=positive, default=8)
-    add_sampling_args(t, size_help="grid side the slices are resized to (default: the network's; 256 for the release)")
-    t.set_defaults(func=cmd_table1)
+    p.add_argument("--out", help="results JSON")
+    p.add_argument("--csv", help="results CSV")
+    p.add_argument("--batch", type=positive, default=8)
+    add_sampling_args(p, size_help="grid side the slices are resized to (default: the network's; 256 for the release)")

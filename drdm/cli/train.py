@@ -31,21 +31,23 @@ def cmd_train(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
-    """Add ``train`` to ``drdm``'s sub-parsers."""
-    t = subparsers.add_parser("train", help="Algorithm 1: train the recovery network (resumes from OUT/last.pth)")
-    t.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, config.json)")
-    t.add_argument("--config", help="JSON file of TrainConfig options (flags override it)")
-    t.add_argument("--ndim", type=int, choices=(2, 3))
-    t.add_argument("--image-size", dest="image_size", type=int)
-    t.add_argument("--reading", choices=("official", "paper"))
-    t.add_argument("--unit-factor", dest="unit_factor")
-    t.add_argument("--batch", type=positive)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--steps", type=positive)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device")
-    t.add_argument("--loss-coding", dest="loss_coding", choices=("corrected", "official"))
-    t.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive)
-    t.add_argument("--n-subjects", dest="n_subjects", type=positive)
-    t.set_defaults(func=cmd_train)
+HELP = "Algorithm 1: train the recovery network (resumes from OUT/last.pth)"
+DESCRIPTION = HELP
+
+
+def add_arguments(p) -> None:
+    """``drdm train``'s options."""
+    p.add_argument("--out", required=True, help="run folder (checkpoints, log.csv, config.json)")
+    p.add_argument("--config", help="JSON file of TrainConfig options (flags override it)")
+    p.add_argument("--ndim", type=int, choices=(2, 3))
+    p.add_argument("--image-size", dest="image_size", type=int)
+    p.add_argument("--reading", choices=("official", "paper"))
+    p.add_argument("--unit-factor", dest="unit_factor")
+    p.add_argument("--batch", type=positive)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--steps", type=positive)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--loss-coding", dest="loss_coding", choices=("corrected", "official"))
+    p.add_argument("--checkpoint-every", dest="checkpoint_every", type=positive)
+    p.add_argument("--n-subjects", dest="n_subjects", type=positive)
