@@ -85,7 +85,7 @@ def test_glued_numbers_are_defined_and_stored(path):
     and the stored ci outputs hold its value (the book renders the stored notebooks)."""
     nb = nbformat.read(path, as_version=4)
     used = glue_names_in_markdown(nb)
-    called = {m[1] for c in nb.cells if c.cell_type == "code" for m in GLUE_CALL.finditer(c.source)}
+    called = {m[2] for c in nb.cells if c.cell_type == "code" for m in GLUE_CALL.finditer(c.source)}
     stored = glued_outputs(nb)
     assert used <= called, f"{path.name}: glue names used in the prose but never glued: {sorted(used - called)}"
     missing = sorted(n for n in used if "text/plain" not in stored.get(n, {}))
