@@ -29,7 +29,7 @@ import torch
 
 from . import spatial
 
-__all__ = ["distance_loss", "angle_loss", "gradient_l1", "negative_jacobian_penalty",
+__all__ = ["distance_loss", "angle_loss", "thresholded_gradient_l1", "negative_jacobian_penalty",
            "official_pseudo_det_penalty", "drdm_loss"]
 
 
@@ -57,7 +57,7 @@ def angle_loss(pred, psi, *, padding: str = "border"):
     return (1 + dot / (norm + 1e-12)).mean()
 
 
-def gradient_l1(pred, threshold: float = 1e-4):
+def thresholded_gradient_l1(pred, threshold: float = 1e-4):
     """Mean over axes of ``relu(|forward difference| - threshold)``, in fractions of the side per voxel."""
     u = spatial.voxels_to_fraction(pred)
     nd = u.shape[1]
@@ -106,6 +106,6 @@ def drdm_loss(pred, psi, *, coding: str = "corrected", weights=(1.0, 1.0, 10.0),
     dist = distance_loss(pred, psi, squared=distance == "squared", padding=padding)
     ang = angle_loss(pred, psi, padding=padding)
     fold = negative_jacobian_penalty(pred) if coding == "corrected" else 2 * official_pseudo_det_penalty(pred)
-    reg = gradient_l1(pred) + fold
+    reg = thresholded_gradient_l1(pred) + fold
     w1, w2, w3 = weights
     return {"loss": w1 * dist + w2 * ang + w3 * reg, "dist": dist, "angle": ang, "reg": reg}
