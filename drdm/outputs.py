@@ -62,20 +62,16 @@ def write_text(path: Path, text: str, overwrite: bool = True) -> Path:
 
 
 def save_ddf(path: Path, ddf: np.ndarray, like: Path, overwrite: bool = True) -> Path:
-    """A NIfTI vector image ``(*spatial, ndim)`` with ``like``'s affine and header, atomically."""
-    import nibabel as nib
-    ref = nib.load(str(like))
-    ddf = np.ascontiguousarray(ddf, dtype=np.float32)
-    img = nib.Nifti1Image(ddf, ref.affine, header=ref.header.copy())
-    img.set_data_dtype(np.float32)
-    img.header.set_slope_inter(1.0, 0.0)
-    zooms = tuple(float(np.linalg.norm(ref.affine[:3, i])) or 1.0 for i in range(ddf.ndim - 1))
-    img.header.set_zooms(zooms + (1.0,))
-    img.header.set_intent("vector", (), name="ddf voxels")
-    return atomic_write(path, lambda tmp: nib.save(img, tmp), overwrite=overwrite)
+    """A NIfTI vector image ``(*spatial, ndim)`` with ``like``'s affine and header, atomically
+    (:func:`drdm.data.save_nifti` with ``vector=True``)."""
+    from .data import save_nifti
+    try:
+        return save_nifti(path, ddf, like=like, vector=True, overwrite=overwrite)
+    except DataError as e:
+        if not Path(path).exists() or overwrite:
+            raise
+        raise DataError(f"{path}: exists; pass --overwrite to replace it") from e
 
-
-# ---------------------------------------------------------------- output folders and manifests
 
 def check_creatable(path: Path) -> None:
     """For a ``path`` that does not exist yet: its nearest existing ancestor must be a

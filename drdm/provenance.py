@@ -100,7 +100,14 @@ def atomic_write(path, write, *, overwrite: bool = True) -> Path:
         if overwrite:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)
+            try:                                  # fails if the target exists, even if it appeared meanwhile
+                os.link(tmp, path)
+            except FileExistsError:
+                raise
+            except OSError:                       # no hard links on this file system
+                if path.exists():
+                    raise FileExistsError(str(path)) from None
+                os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

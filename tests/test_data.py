@@ -381,3 +381,19 @@ def test_preprocess_record_keeps_world_positions():
         c = np.array(ndi.center_of_mass(r.label == 3))
         return (r.affine @ np.append(c, 1.0))[:3]
     np.testing.assert_allclose(lv_centre(out), lv_centre(rec), atol=1.0)
+
+
+def test_save_nifti_writes_vector_fields_atomically(tmp_path):
+    """vector=True: (*spatial, ndim) float32, intent vector, zooms of the spatial axes, no overwrite."""
+    import nibabel as nib
+    u = np.random.default_rng(0).normal(size=(6, 5, 2)).astype(np.float32)
+    affine = np.diag([1.5, 2.0, 1.0, 1.0])
+    p = data.save_nifti(tmp_path / "ddf.nii.gz", u, affine, vector=True)
+    img = nib.load(str(p))
+    assert img.shape == (6, 5, 2) and np.array_equal(np.asarray(img.dataobj), u)
+    assert img.header.get_intent()[0] == "vector" and img.header.get_zooms() == (1.5, 2.0, 1.0)
+    with pytest.raises(data.DataError, match="exists"):
+        data.save_nifti(p, u, affine, vector=True)
+    with pytest.raises(data.DataError, match="vector field"):
+        data.save_nifti(tmp_path / "bad.nii.gz", u[..., 0], affine, vector=True)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["ddf.nii.gz"]       # no temporary files left

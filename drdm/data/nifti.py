@@ -5,8 +5,6 @@ Errors are :class:`~drdm.data.records.DataError` with a one-line message ``"<fil
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -112,35 +110,34 @@ def _as_numpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def save_nifti(path, array, affine=None, *, like=None, label: bool = False,
+def save_nifti(path, array, affine=None, *, like=None, label: bool = False, vector: bool = False,
                overwrite: bool = False) -> Path:
-    """Write a 2-D or 3-D array as NIfTI, atomically.
+    """Write a 2-D or 3-D array (or a field of vectors on such a grid) as NIfTI, atomically.
 
-    The file is written to a temporary name in the same folder and moved into
-    place with ``os.replace``; on any error nothing is left behind. An existing
-    file is never replaced unless ``overwrite=True``.
+    The file is written to a temporary name in the same folder and moved into place
+    (:func:`drdm.provenance.atomic_write`); on any error nothing is left behind. An
+    existing file is never replaced unless ``overwrite=True``.
 
     Args:
         path: target ``.nii`` or ``.nii.gz``.
-        array: numpy array or tensor, spatial only.
+        array: numpy array or tensor, spatial only; with ``vector``, ``(*spatial, ndim)``.
         affine: 4x4 voxel -> mm; ``None`` takes ``like``'s affine (else identity).
         like: a NIfTI path, a nibabel image or a :class:`Record` whose header
             (orientation codes, units, description) is kept.
         label: store as an integer label map (uint8 when values fit, else int16/int32);
             values must be non-negative integers. Otherwise float32.
+        vector: a displacement field: float32, intent ``vector``, the last axis holds the
+            components (voxel sizes from the affine for the spatial axes, 1 for it).
 
     Returns:
         the written path.
     """
     import nibabel as nib
+    from ..provenance import atomic_write
 
     path = Path(path)
     name = path.name.lower()
-    if name.endswith(".nii.gz"):
-        ext = ".nii.gz"
-    elif name.endswith(".nii"):
-        ext = ".nii"
-    else:
+    if not name.endswith((".nii.gz", ".nii")):
         raise data_error(path, "refusing to write: file name must end with .nii or .nii.gz")
     if path.exists() and not overwrite:
         raise data_error(path, "exists; pass overwrite=True to replace it")
@@ -149,6 +146,13 @@ def save_nifti(path, array, affine=None, *, like=None, label: bool = False,
         data = check_label(path, data, allow_empty=True)
         vmax = int(data.max()) if data.size else 0
         data = data.astype(np.uint8 if vmax <= 255 else label_dtype(vmax))
+    elif vector:
+        # (*spatial, ndim): a 2-D slice stored as (H, W, 1) keeps its 2 components
+        if data.ndim not in (3, 4) or data.shape[-1] not in (2, 3) or data.shape[-1] > data.ndim - 1:
+            raise data_error(path, f"vector field {tuple(data.shape)}; expected (*spatial, ndim) in 2-D or 3-D")
+        data = np.ascontiguousarray(data, dtype=np.float32)
+        if not np.isfinite(data).all():
+            raise data_error(path, "NaN or Inf values")
     else:
         data = check_image(path, data)
 
@@ -172,29 +176,14 @@ def save_nifti(path, array, affine=None, *, like=None, label: bool = False,
     img = nib.Nifti1Image(data, affine, header=header)
     img.set_data_dtype(data.dtype)
     img.header.set_slope_inter(1.0, 0.0)        # store values as they are, no scaling
-    img.header.set_zooms(_zooms_from_affine(affine, data.ndim))
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:-len(ext)]}.", suffix=".tmp" + ext)
-    os.close(fd)
+    spatial = data.ndim - 1 if vector else data.ndim
+    img.header.set_zooms(_zooms_from_affine(affine, spatial) + ((1.0,) if vector else ()))
+    if vector:
+        img.header.set_intent("vector", (), name="ddf voxels")
     try:
-        nib.save(img, tmp)
-        os.chmod(tmp, 0o644)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:                                  # link fails if the target appeared meanwhile
-                os.link(tmp, path)
-            except FileExistsError:
-                raise data_error(path, "exists; pass overwrite=True to replace it") from None
-            except OSError:                       # no hard links on this file system
-                if path.exists():
-                    raise data_error(path, "exists; pass overwrite=True to replace it") from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return atomic_write(path, lambda tmp: nib.save(img, tmp), overwrite=overwrite)
+    except FileExistsError:
+        raise data_error(path, "exists; pass overwrite=True to replace it") from None
 
 
 def _zooms_from_affine(affine: np.ndarray, ndim: int) -> tuple[float, ...]:
