@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -60,12 +61,12 @@ def sample_rows(net, image: torch.Tensor, level: int, seed: int, index: int, set
     return row
 
 
-def run(net, official: Path, partial: Path, levels=(30, 45), seeds=(0,), limit: int | None = None,
-        settings=None, channels_last=None, progress: bool = True) -> list[dict]:
-    """One sample per input slice, level and run seed; rows are appended to ``partial`` (JSON
+def run(net, inputs: np.ndarray, names: list[str], partial: Path, levels=(30, 45), seeds=(0,),
+        limit: int | None = None, settings=None, channels_last=None, progress: bool = True) -> list[dict]:
+    """One sample per input slice (``inputs`` ``(N, S, S)`` and ``names`` from
+    :func:`release_reference`), level and run seed; rows are appended to ``partial`` (JSON
     lines) as they finish, and rows already there are kept, so an interrupted run resumes."""
     from tqdm.auto import tqdm
-    inputs, names, _ = release_reference(official)
     n = len(inputs) if limit is None else min(limit, len(inputs))
     partial = Path(partial)
     done = {}
@@ -150,15 +151,15 @@ def divergence(net, image: torch.Tensor, level: int, seed: int = 0, eps: float =
     direction = torch.randn(phi0.shape, generator=g, device=image.device)
     direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
     fast, fmt = fast_layout(net, image, True)
-    runs = {"reference": (net, None, phi0), "perturbed": (net, None, phi0 + eps * direction),
-            "channels_last": (fast, fmt, phi0)}
-    states = {k: (phi, spatial.warp(image, phi, mode=rs.image_mode)) for k, (_, _, phi) in runs.items()}
+
+    def channels_last(x, tt):
+        return fast(x.contiguous(memory_format=fmt), tt).contiguous()
+    runs = {"reference": (net, phi0), "perturbed": (net, phi0 + eps * direction), "channels_last": (channels_last, phi0)}
+    states = {k: (phi, spatial.warp(image, phi, mode=rs.image_mode)) for k, (_, phi) in runs.items()}
     curves = {k: {"mean": [], "max": []} for k in ("perturbed", "channels_last")}
     steps = []
     for t in range(level - 1, -1, -1):
-        for k, (model, f, _) in runs.items():
-            def predict(x, tt, model=model, f=f):
-                return model(x if f is None else x.contiguous(memory_format=f), tt).contiguous()
+        for k, (predict, _) in runs.items():
             phi, cur = states[k]
             _, phi, cur = recovery_step(predict, image, phi, cur, t, rs)
             states[k] = (phi, cur)
@@ -172,7 +173,7 @@ def divergence(net, image: torch.Tensor, level: int, seed: int = 0, eps: float =
 
 
 def main(argv=None) -> int:
-    from .provenance import Timer, atomic_write, save_results
+    from .provenance import Timer, atomic_write, output_dir, save_results
     from .shared import absent_reason, official_checkpoint, official_dir
     from .checkpoint import load_official
     ap = argparse.ArgumentParser(description="drdm's recovery against the release's own loop, in distribution "
@@ -196,21 +197,16 @@ def main(argv=None) -> int:
     cl = {"auto": None, "on": True, "off": False}[args.channels_last]
     net = load_official(ckpt)
     tag = args.settings + ("" if cl is None else f"_cl{args.channels_last}")
-    partial = Path(args.out) / "fidelity" / f"partial_{tag}.jsonl"
-    if not partial.is_absolute():
-        import os
-        from .provenance import repo_root
-        partial = Path(os.environ.get("DRDM_OUTPUT_ROOT") or repo_root()) / partial
-    _, _, stats = release_reference(official)
+    partial = output_dir(args.out) / "fidelity" / f"partial_{tag}.jsonl"
+    inputs, names, stats = release_reference(official)
     timer = Timer()
     seeds = tuple(int(v) for v in args.seeds.split(","))
-    ours = run(net, official, partial, levels, seeds, args.limit, args.settings, cl)
+    ours = run(net, inputs, names, partial, levels, seeds, args.limit, args.settings, cl)
     rows = compare(ours, stats["per_slice"], levels)
     table = format_table(rows)
     per_seed = {sd: compare([r for r in ours if r["run_seed"] == sd], stats["per_slice"], levels) for sd in seeds}
     ok = all(r["agrees"] for r in rows)
-    command = "make fidelity" if argv is None and not __import__("sys").argv[1:] else \
-        "python -m drdm.fidelity " + " ".join(argv if argv is not None else __import__("sys").argv[1:])
+    command = " ".join(["python -m drdm.fidelity", *(sys.argv[1:] if argv is None else argv)])
     verdict = ("every metric agrees with the release's own loop" if ok else
                "DISAGREES: " + ", ".join(f"T'={r['T_prime']} {r['metric']}" for r in rows if not r["agrees"]))
     print(table + "\n\n" + verdict)
@@ -233,7 +229,6 @@ def main(argv=None) -> int:
                     for sd, r in per_seed.items()))
     atomic_write(path.with_suffix(".md"), lambda tmp: Path(tmp).write_text(md))
     if args.chaos:
-        inputs, names, _ = release_reference(official)
         img = torch.from_numpy(inputs[0])[None, None]
         t1 = Timer()
         curves = [divergence(net, img, lv, seed=seeds[0]) for lv in levels]

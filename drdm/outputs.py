@@ -9,7 +9,7 @@ checkpoint, inputs, levels, n, seed, ...) or files without a manifest are refuse
 ``overwrite``, which replaces them and removes the files the old manifest listed that the
 new run does not produce.
 
-DDF files are NIfTI vector images of shape ``(*input_file_shape, ndim)`` (intent
+DDF files (written by :func:`drdm.data.save_nifti` with ``vector=True``) are NIfTI vector images of shape ``(*input_file_shape, ndim)`` (intent
 ``vector``), float32, in **voxels of the input grid**, component ``i`` along array axis
 ``i``, pull-back convention ``out(x) = in(x + u(x))``.
 """
@@ -21,12 +21,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 
 from .data import DataError
 from .provenance import temp_affixes
 
-__all__ = ["DDF_CONVENTION", "sha256_file", "atomic_write", "write_text", "save_ddf", "check_creatable", "OutputDir"]
+__all__ = ["DDF_CONVENTION", "sha256_file", "atomic_write", "write_text", "check_creatable", "OutputDir"]
 
 DDF_CONVENTION = ("float32 NIfTI vector image (*input_file_shape, ndim), intent 'vector'; voxels of the "
                   "input grid, component i along array axis i; pull-back: out(x) = in(x + u(x))")
@@ -59,18 +58,6 @@ def write_text(path: Path, text: str, overwrite: bool = True) -> Path:
             f.flush()
             os.fsync(f.fileno())
     return atomic_write(path, write, overwrite=overwrite)
-
-
-def save_ddf(path: Path, ddf: np.ndarray, like: Path, overwrite: bool = True) -> Path:
-    """A NIfTI vector image ``(*spatial, ndim)`` with ``like``'s affine and header, atomically
-    (:func:`drdm.data.save_nifti` with ``vector=True``)."""
-    from .data import save_nifti
-    try:
-        return save_nifti(path, ddf, like=like, vector=True, overwrite=overwrite)
-    except DataError as e:
-        if not Path(path).exists() or overwrite:
-            raise
-        raise DataError(f"{path}: exists; pass --overwrite to replace it") from e
 
 
 def check_creatable(path: Path) -> None:

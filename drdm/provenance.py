@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["repo_root", "results_dir", "git_commit", "save_results", "atomic_write", "temp_affixes", "Timer"]
+__all__ = ["repo_root", "results_dir", "git_commit", "output_dir", "save_results", "atomic_write", "temp_affixes", "Timer"]
 
 #: the copy of the repository's ``results/`` inside a built package (``setup.py`` puts it there)
 PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
@@ -148,14 +148,21 @@ def _split_timings(x, moved: dict, path: str):
     return out
 
 
+def output_dir(out_dir: str | Path = "results") -> Path:
+    """Where writers put ``out_dir``: as given when absolute, else under the repository root,
+    or under ``$DRDM_OUTPUT_ROOT`` when it is set (the test suite sets it, so re-executing the
+    notebooks under nbval leaves the tracked results alone)."""
+    out = Path(out_dir)
+    return out if out.is_absolute() else Path(os.environ.get("DRDM_OUTPUT_ROOT") or repo_root()) / out
+
+
 def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: str,
                  wall_time_s: float, out_dir: str | Path = "results", data: str = "phantom",
                  timings: dict | None = None) -> Path:
     """Write ``<out_dir>/<profile>/<name>.json`` atomically and return its path.
 
-    A relative ``out_dir`` is taken from the repository root, or from the folder in
-    the environment variable ``DRDM_OUTPUT_ROOT`` when it is set (the test suite sets
-    it, so re-executing the notebooks under nbval leaves the tracked results alone).
+    A relative ``out_dir`` is resolved by :func:`output_dir` (repository root, or
+    ``$DRDM_OUTPUT_ROOT``).
 
     ``numbers`` may hold tensors and numpy values; floats are rounded to 6
     digits so reruns on one machine give identical ``numbers``. Timing and
@@ -163,10 +170,7 @@ def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: s
     ``wall_time_s``, the optional ``timings`` and any :data:`TIMING_KEYS` entry
     found in ``numbers`` (moved there, under its path, e.g. ``"last.wall_s"``).
     """
-    out = Path(out_dir)
-    if not out.is_absolute():
-        out = Path(os.environ.get("DRDM_OUTPUT_ROOT") or repo_root()) / out
-    out = out / profile
+    out = output_dir(out_dir) / profile
     out.mkdir(parents=True, exist_ok=True)
     moved = dict(timings or {})
     numbers = _split_timings(numbers, moved, "")

@@ -287,13 +287,13 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
         raise ValueError(f"augment takes one image (1, C, *S), got batch {image.shape[0]}")
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
+    mode = mode or recovery_settings(net, kw.get("settings")).image_mode
     for level in levels:
         done = 0
         while done < n:
             b = min(batch, n - done)
             res = deform(net, image.expand(b, *image.shape[1:]), level, generator=generator, **kw)
-            imgs = spatial.warp(image.expand(b, *image.shape[1:]), res.ddf,
-                                mode=mode or recovery_settings(net, kw.get("settings")).image_mode)
+            imgs = spatial.warp(image.expand(b, *image.shape[1:]), res.ddf, mode=mode)
             labs = (spatial.warp(label.expand(b, *label.shape[1:]), res.ddf, mode="label")
                     if label is not None else None)
             for i in range(b):

@@ -25,16 +25,14 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from .checkpoint import FORMAT, CheckpointError, load, load_checkpoint
+from .checkpoint import FORMAT, CheckpointError, load_checkpoint
 from .provenance import atomic_write
 from .diffusion import DiffusionConfig, ForwardProcess
 from .losses import drdm_loss
 from .network import DRDMNet, NetworkConfig
 from . import spatial
 
-__all__ = ["TrainConfig", "Trainer", "train", "pick_device", "save_checkpoint", "load_checkpoint",
-           "load_model", "augment_batch"]
-
+__all__ = ["TrainConfig", "Trainer", "train", "pick_device", "save_checkpoint", "augment_batch"]
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -139,9 +137,6 @@ def save_checkpoint(path, model: torch.nn.Module, config: TrainConfig, *, optimi
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
     return path
 
-
-#: the loader lives in drdm.checkpoint (drdm.load); these names stay for the notebooks that use them
-load_model = load
 
 # ---------------------------------------------------------------- training
 

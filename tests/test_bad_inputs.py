@@ -24,7 +24,8 @@ from drdm.data import DataError, load_nifti, preprocess, save_nifti
 from drdm.diffusion import DiffusionConfig, ForwardProcess
 from drdm.network import DRDMNet, NetworkConfig
 from drdm import load as load_network
-from drdm.training import TrainConfig, load_model, save_checkpoint
+from drdm.checkpoint import load as load_model
+from drdm.training import TrainConfig, save_checkpoint
 
 AFFINE = np.array([[1.5, 0, 0, 10.0], [0, 1.0, 0, -5.0], [0, 0, 1.0, 3.0], [0, 0, 0, 1]])
 CLI = 2          # expected exit code of a refused command

@@ -137,11 +137,12 @@ def test_release_setting_agrees_on_a_few_real_slices(tmp_path):
     from drdm import load_official
     from drdm.fidelity import compare, release_reference, run
     torch.set_num_threads(2)
-    ours = run(load_official(official_checkpoint()), OFFICIAL, tmp_path / "p.jsonl", levels=(30,), limit=6,
+    inputs, names, stats = release_reference(OFFICIAL)
+    ours = run(load_official(official_checkpoint()), inputs, names, tmp_path / "p.jsonl", levels=(30,), limit=6,
                progress=False)
     assert all(r["settings"] == "release" for r in ours)
-    rows = compare(ours, release_reference(OFFICIAL)[2]["per_slice"], levels=(30,))
+    rows = compare(ours, stats["per_slice"], levels=(30,))
     assert all(r["n_drdm"] == r["n_release"] == 6 for r in rows)
     assert all(r["agrees"] for r in rows), rows
-    again = run(None, OFFICIAL, tmp_path / "p.jsonl", levels=(30,), limit=6, progress=False)   # resumes: no work
+    again = run(None, inputs, names, tmp_path / "p.jsonl", levels=(30,), limit=6, progress=False)  # resumes: no work
     assert again == ours

@@ -126,7 +126,7 @@ def test_checkpoint_resolution_order(tmp_path, monkeypatch, drdm_ckpt):
 
 def test_drdm_augmentation_is_label_safe(drdm_ckpt):
     from drdm.phantoms import cardiac_dataset
-    from drdm.training import load_model
+    from drdm import load as load_model
     img, lab, _ = cardiac_dataset(1, 32)
     x, y = S.make_augmented("drdm", img, lab, 3, 0, net=load_model(drdm_ckpt[2]), levels=(2, 3))
     assert x.shape == (3, 1, 32, 32) and y.dtype == lab.dtype
@@ -208,7 +208,7 @@ def test_registration_3d_and_drdm_paths(drdm_ckpt):
 
 
 def test_synthetic_pairs_follow_the_pull_back_convention(drdm_ckpt):
-    from drdm.training import load_model
+    from drdm import load as load_model
     imgs = _common.to_tensors(_common.phantom_records("cardiac", 2, 32, 0))[0]
     prof = R.PROFILES["ci"]
     for method, net in (("mrbs", None), ("drdm", load_model(drdm_ckpt[2]))):

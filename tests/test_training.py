@@ -9,7 +9,8 @@ import torch
 
 from drdm import losses, spatial
 from drdm.checkpoint import CheckpointError
-from drdm.training import Trainer, TrainConfig, augment_batch, load_checkpoint, load_model
+from drdm.checkpoint import load as load_model, load_checkpoint
+from drdm.training import Trainer, TrainConfig, augment_batch
 
 SMALL = dict(image_size=32, batch=4, n_subjects=8, device="cpu", log_every=5, checkpoint_every=5)
 

@@ -11,7 +11,7 @@ import torch
 
 from ..data import DataError
 from ..grid import InputGrid, SliceGrid, check_grid
-from ..outputs import DDF_CONVENTION, OutputDir, save_ddf, sha256_file
+from ..outputs import DDF_CONVENTION, OutputDir, sha256_file
 from ..checkpoint import load as load_network, resolve as resolve_checkpoint
 from ..sampling import SETTINGS, field_stats, network_grid, recovery_settings
 
@@ -228,7 +228,7 @@ def write_sample(out: OutputDir, inputs: Inputs, names: dict, images: dict, labe
         p = out.root / names["ddf"]
         u = ddf_in[0].cpu().numpy()                                   # (nd, *shape)
         u = np.moveaxis(u, 0, -1).reshape(*inputs.file_shape, inputs.ndim)  # (*file_shape, nd)
-        save_ddf(p, u, inputs.image_path)
+        save_nifti(p, u, like=inputs.image_path, vector=True, overwrite=True)
         sums["ddf"] = sha256_file(p)
     return sums
 
