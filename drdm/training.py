@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import shutil
 import time
@@ -28,6 +27,7 @@ import torch.distributed as dist
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint
 from .provenance import atomic_write
 from .diffusion import DiffusionConfig, ForwardProcess
+from .fit import Every, fit, optimizer_step
 from .losses import drdm_loss
 from .network import DRDMNet, NetworkConfig
 from . import spatial
@@ -251,14 +251,7 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.amp):
             pred = self.ddp(xt, t)
         losses = drdm_loss(pred.float(), s.psi, coding=cfg.loss_coding, weights=cfg.loss_weights)
-        self.opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(losses["loss"]).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            losses["loss"].backward()
-            self.opt.step()
+        optimizer_step(self.opt, losses["loss"], self.scaler)
         self.step += 1
         return {k: float(v.detach()) for k, v in losses.items()}
 
@@ -274,7 +267,6 @@ class Trainer:
 
     def run(self, steps: int | None = None) -> list[dict]:
         """Train until ``steps`` (default ``config.steps``) total steps; returns the log rows."""
-        from tqdm.auto import tqdm
         target = steps if steps is not None else self.cfg.steps
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -283,29 +275,23 @@ class Trainer:
         rows = []
         t0 = time.time()
         start = self.step
-        bar = tqdm(total=target, initial=self.step, disable=not self.progress, desc="train", unit="step")
-        while self.step < target:
-            r = self.train_step()
-            if not all(math.isfinite(v) for v in r.values()):
-                raise FloatingPointError(f"non-finite loss at step {self.step}: {r}")
-            bar.update(1)
-            if self.step % self.cfg.log_every == 0 or self.step == target:
-                wall = time.time() - t0
-                row = {"step": self.step, **{k: round(v, 6) for k, v in r.items()},
-                       "images_per_s": round(self.cfg.batch * self.world * (self.step - start) / max(wall, 1e-9), 2),
-                       "wall_s": round(wall, 2)}
-                rows.append(row)
-                bar.set_postfix(loss=f"{r['loss']:.4f}")
-                if self.rank == 0:
-                    new = not log_path.exists()
-                    with open(log_path, "a", newline="") as f:
-                        w = csv.DictWriter(f, fieldnames=list(row))
-                        if new:
-                            w.writeheader()
-                        w.writerow(row)
-            if self.step % self.cfg.checkpoint_every == 0 or self.step == target:
-                self.save()
-        bar.close()
+
+        def log(step, r):
+            wall = time.time() - t0
+            row = {"step": step, **{k: round(v, 6) for k, v in r.items()},
+                   "images_per_s": round(self.cfg.batch * self.world * (step - start) / max(wall, 1e-9), 2),
+                   "wall_s": round(wall, 2)}
+            rows.append(row)
+            if self.rank == 0:
+                new = not log_path.exists()
+                with open(log_path, "a", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=list(row))
+                    if new:
+                        w.writeheader()
+                    w.writerow(row)
+
+        fit(lambda _: self.train_step(), target, start=self.step, progress=self.progress, postfix="loss",
+            hooks=(Every(self.cfg.log_every, log), Every(self.cfg.checkpoint_every, lambda *_: self.save())))
         return rows
 
 

@@ -290,3 +290,61 @@ def show_recorded(name: str, verdict, profile: str = "cpu") -> bool:
     display(Markdown(rec["caption"] + "\n\n" + rec["numbers"]["markdown"]))
     print("\n".join(verdict(rec["numbers"])))
     return True
+
+
+# ---------------------------------------------------------------- the experiment skeleton
+
+class Experiment:
+    """What the downstream runners share: the profile, seeds, device and clock; the DRDM model
+    (loaded, or skipped with its reason); and the result's common fields and files.
+
+    ``Experiment(task, table, profile, overrides, seeds, methods, allowed, device)``; then, inside
+    ``with num_threads(exp.prof.threads)``, :meth:`load_drdm` and finally :meth:`finish`.
+    """
+
+    def __init__(self, task: str, table: dict, profile: str, overrides: dict, seeds, methods: Sequence[str],
+                 allowed: Sequence[str], device: str = "auto"):
+        import time
+        if profile not in table:
+            raise ValueError(f"profile must be one of {sorted(table)}, got {profile!r}")
+        self.task, self.profile = task, profile
+        self.prof = apply_overrides(table[profile], overrides)
+        self.seeds = tuple(self.prof.seeds if seeds is None else seeds)
+        self.methods = tuple(methods)
+        if not self.methods or set(self.methods) - set(allowed):
+            raise ValueError(f"{'methods' if task == 'segmentation' else 'synthesis'} must be taken from "
+                             f"{tuple(allowed)}, got {self.methods}")
+        self.device = pick_device(device)
+        self.t0 = time.perf_counter()
+        self.skipped: dict[str, str] = {}
+        self.net, self.checkpoint = None, None
+
+    def load_drdm(self, checkpoint, ndim: int, levels: Sequence[int]):
+        """Load the DRDM model when ``"drdm"`` is asked for; record why when it cannot be."""
+        if "drdm" not in self.methods:
+            return None
+        self.net, self.checkpoint, reason = load_drdm(checkpoint, ndim, self.device)
+        if self.net is None:
+            self.skipped["drdm"] = reason
+            log.warning("%s: skipping drdm: %s", self.task, reason)
+        else:
+            check_levels(levels, self.net)
+        return self.net
+
+    def finish(self, data, fields: dict, config: dict, markdown, out_dir=None, name: str | None = None) -> dict:
+        """The result: common header, ``fields``, Markdown (``markdown(result)``), wall time; written
+        to ``<out_dir>/<profile>/<name>.json`` and ``.md`` when ``out_dir`` is given."""
+        import time
+        result = {"task": self.task, "profile": self.profile, "data": data if isinstance(data, str) else "records",
+                  **{k: v for k, v in fields.items() if k in ("ndim",)},
+                  "config": {**dataclasses.asdict(self.prof), "seeds": list(self.seeds), **config},
+                  "device": str(self.device),
+                  "drdm_checkpoint": None if self.checkpoint is None else Path(str(self.checkpoint)).name,
+                  "skipped": self.skipped, **{k: v for k, v in fields.items() if k != "ndim"}}
+        result["markdown"] = markdown(result)
+        result["wall_time_s"] = round(time.perf_counter() - self.t0, 2)
+        jsonable(result)
+        if out_dir is not None:
+            result["files"] = write_outputs(name or self.task, result, result["markdown"], out_dir, self.profile,
+                                            self.seeds[0], str(self.device), result["wall_time_s"], result["data"])
+        return result

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -40,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import metrics, spatial
-from ._common import (apply_overrides, check_levels, compare_sentence, finite, fit_size, fmt, fmt_p, jsonable, load_drdm, log,
-                      num_threads, paired_difference, phantom_records, pick_device, split_subjects, summary,
-                      to_tensors, wilcoxon, write_outputs)
+from ..fit import fit, optimizer_step
+from ._common import (Experiment, compare_sentence, finite, fit_size, fmt, fmt_p, log, num_threads, paired_difference,
+                      phantom_records, split_subjects, summary, to_tensors, wilcoxon)
 from .voxelmorph import VoxelMorph, gradient_l1, gradient_l2
 
 __all__ = ["VoxelMorph", "RegProfile", "PROFILES", "SYNTHESIS", "gradient_l1", "gradient_l2",
@@ -172,13 +170,15 @@ def pretrain(model: VoxelMorph, moving, fixed, ddf, *, steps: int, batch: int, l
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed + 104729)
     model.train()
-    for _ in range(steps):
+
+    def step(_):
         idx = torch.randint(0, moving.shape[0], (min(batch, moving.shape[0]),), generator=g)
         pred = model(moving[idx].to(dev), fixed[idx].to(dev))
         loss = F.mse_loss(pred, ddf[idx].to(dev)) + grad_weight * gradient_l1(pred)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
+        return {"loss": loss.item()}
+
+    fit(step, steps, desc="pre-train VoxelMorph")
     return model.eval()
 
 
@@ -194,14 +194,16 @@ def finetune_unsupervised(model: VoxelMorph, images: torch.Tensor, subjects: Seq
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed + 1299709)
     model.train()
-    for _ in range(steps):
+
+    def step(_):
         p = pairs[torch.randint(0, len(pairs), (min(batch, len(pairs)),), generator=g)]
         mv, fx = images[p[:, 0]].to(dev), images[p[:, 1]].to(dev)
         u = model(mv, fx)
         loss = F.mse_loss(spatial.warp(mv, u), fx) + smooth_weight * gradient_l2(u)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        optimizer_step(opt, loss)
+        return {"loss": loss.item()}
+
+    fit(step, steps, desc="fine-tune VoxelMorph")
     return model.eval()
 
 
@@ -273,16 +275,10 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
         (synthesis, fine-tuning): DSC, ASD, HD, |J|<0 in per mille with mean/std/n,
         per-pair DSC and ASD), ``wilcoxon``, ``markdown`` (Table 3 layout), ``wall_time_s``.
     """
-    table = PROFILES_3D if data == "thorax3d" else PROFILES
-    if profile not in table:
-        raise ValueError(f"profile must be one of {sorted(table)}, got {profile!r}")
-    prof = apply_overrides(table[profile], overrides)
-    seeds = tuple(prof.seeds if seeds is None else seeds)
-    synthesis, finetune_opts = tuple(synthesis), tuple(bool(f) for f in finetune)
-    if not synthesis or set(synthesis) - set(SYNTHESIS):
-        raise ValueError(f"synthesis must be taken from {SYNTHESIS}, got {synthesis}")
-    t0 = time.perf_counter()
-    dev = pick_device(device)
+    exp = Experiment("registration", PROFILES_3D if data == "thorax3d" else PROFILES, profile, overrides, seeds,
+                     synthesis, SYNTHESIS, device)
+    prof, seeds, synthesis, dev = exp.prof, exp.seeds, exp.methods, exp.device
+    finetune_opts = tuple(bool(f) for f in finetune)
     with num_threads(prof.threads):
         records, ndim = _records(data, prof)
         train, test = split_subjects(records, prof.test_fraction, prof.split_seed)
@@ -300,18 +296,11 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
         fx_i = torch.tensor([p[1] for p in pairs])
         moving, fixed, mv_lab, fx_lab = te_img[mv_i], te_img[fx_i], te_lab[mv_i], te_lab[fx_i]
 
-        skipped, net, ckpt = {}, None, None
-        if "drdm" in synthesis:
-            net, ckpt, reason = load_drdm(drdm_checkpoint, ndim, dev)
-            if net is None:
-                skipped["drdm"] = reason
-                log.warning("registration: skipping drdm: %s", reason)
-            else:
-                check_levels([t for p in prof.drdm_pairs for t in p], net)
+        net = exp.load_drdm(drdm_checkpoint, ndim, [t for p in prof.drdm_pairs for t in p])
 
         rows, pretrained = {}, {}
         for synth in synthesis:
-            if synth in skipped:
+            if synth in exp.skipped:
                 continue
             for ft in finetune_opts:
                 runs = []
@@ -339,12 +328,8 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
                 key = _key(synth, ft)
                 rows[key] = {"synthesis": synth, "finetune": ft, "per_pair": per_pair}
                 log.info("registration %s: DSC %.3f", key, per_pair["dice"].mean())
-    result = {
-        "task": "registration", "profile": profile,
-        "data": data if isinstance(data, str) else "records", "ndim": ndim,
-        "config": {**asdict(prof), "seeds": list(seeds), "synthesis": list(synthesis),
-                   "finetune": list(finetune_opts)},
-        "device": str(dev), "drdm_checkpoint": None if ckpt is None else Path(str(ckpt)).name, "skipped": skipped, "labels": labels,
+    return exp.finish(data, {
+        "ndim": ndim, "labels": labels,
         "split": {"train_subjects": sorted(set(tr_subj)), "test_subjects": sorted(set(te_subj)),
                   "n_test_pairs": len(pairs)},
         "rows": {k: _row_summary(v) for k, v in rows.items()},
@@ -354,16 +339,9 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
                                                                                   rows[_key(b, ft)]["per_pair"]["dice"])
                             for a, b in (("drdm", "mrbs"), ("drdm", "none"), ("mrbs", "none")) for ft in (False, True)
                             if _key(a, ft) in rows and _key(b, ft) in rows},
-    }
-    result["markdown"] = table3_markdown(result)
-    result["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    jsonable(result)
-    if out_dir is not None:
+    }, {"synthesis": list(synthesis), "finetune": list(finetune_opts)}, table3_markdown, out_dir,
         # the 3-D thorax run must not overwrite the 2-D one of the same profile
-        name = "registration_thorax3d" if data == "thorax3d" else "registration"
-        result["files"] = write_outputs(name, result, result["markdown"], out_dir, profile, seeds[0],
-                                        str(dev), result["wall_time_s"], result["data"])
-    return result
+        "registration_thorax3d" if data == "thorax3d" else "registration")
 
 
 def _key(synth: str, ft: bool) -> str:

@@ -1,0 +1,76 @@
+"""The one optimisation loop of the package.
+
+Every trainer (:class:`drdm.training.Trainer` for Algorithm 1, the segmenter of
+:mod:`drdm.tasks.unet`, the registration network's pre-training and fine-tuning in
+:mod:`drdm.tasks.registration`) supplies only what differs: a ``step`` function that draws
+its batch, computes its loss and calls :func:`optimizer_step`, and periodic :class:`Every`
+hooks (log, checkpoint, validate, stop early). :func:`fit` owns the rest: the step counter,
+resumption from a step, the progress bar and the non-finite guard.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+__all__ = ["Every", "fit", "optimizer_step"]
+
+
+@dataclass(frozen=True)
+class Every:
+    """Call ``fn(step, values)`` every ``n`` steps and at the last step.
+
+    ``values`` is the dict the step function returned. A hook that returns ``True``
+    stops training after this step (early stopping).
+    """
+    n: int
+    fn: Callable[[int, dict], bool | None]
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler=None) -> None:
+    """Zero the gradients, back-propagate ``loss`` and step (through an AMP ``scaler`` if given)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
+def fit(step: Callable[[int], dict], steps: int, *, start: int = 0, hooks: Sequence[Every] = (),
+        progress: bool = False, desc: str = "train", postfix: str | None = None) -> int:
+    """Run ``step(k)`` for ``k = start + 1 .. steps``; returns the last step run.
+
+    Args:
+        step: one optimisation step; returns a dict of floats (``"loss"`` among them, others
+            allowed). A non-finite value raises ``FloatingPointError`` naming the step.
+        steps: the total step count to reach (a resumed run passes its ``start``).
+        hooks: :class:`Every` hooks, called in order after the step.
+        progress: show a tqdm bar; ``postfix``: a key of the step's dict to show on it.
+    """
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps, initial=start, disable=not progress, desc=desc, unit="step", leave=False)
+    k = start
+    try:
+        while k < steps:
+            k += 1
+            values = step(k)
+            bad = {name: v for name, v in values.items() if not math.isfinite(v)}
+            if bad:
+                raise FloatingPointError(f"non-finite loss at step {k}: {bad}")
+            bar.update(1)
+            if postfix and postfix in values:
+                bar.set_postfix({postfix: f"{values[postfix]:.4f}"})
+            stop = False
+            for h in hooks:
+                if k % max(h.n, 1) == 0 or k == steps:
+                    stop = bool(h.fn(k, values)) or stop
+            if stop:
+                break
+    finally:
+        bar.close()
+    return k
