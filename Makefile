@@ -9,7 +9,7 @@ TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MATHJAX_VERSION ?= 3.2.2
 
-.PHONY: install test results book bench clean mathjax fidelity gpu-check
+.PHONY: install test results book bench clean mathjax fidelity fewshot gpu-check
 
 install: $(STAMP)
 
@@ -42,6 +42,11 @@ mathjax:
 # and the divergence curves of chapter 3; needs ../shared; about 40 min on 2 cores, resumable
 fidelity: $(STAMP)
 	$(PY) -m drdm.fidelity --chaos
+
+# the recorded few-shot segmentation run (chapter 4, results/cpu/segmentation_mnms.*): needs
+# ../shared/data/mnms_subset; resumable (finished cells and augmented copies stay in runs/fewshot)
+fewshot: $(STAMP)
+	$(VENV)/bin/drdm fewshot --data mnms --data-dir ../shared/data/mnms_subset --protocol cpu
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"

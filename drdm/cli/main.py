@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import augment, experiment, synth, table1, train
+from . import augment, experiment, fewshot, synth, table1, train
 from .common import command_parser, line
 
 __all__ = ["build_parser", "main"]
 
 #: one module per command: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)`` and ``cmd_<name>(args)``
-COMMANDS = (train, augment, synth, table1, experiment)
+COMMANDS = (train, augment, synth, table1, experiment, fewshot)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """``drdm`` with its sub-commands ``train | augment | synth | table1 | experiment``."""
+    """``drdm`` with its sub-commands ``train | augment | synth | table1 | experiment | fewshot``."""
     ap = argparse.ArgumentParser(prog="drdm", description="Deformation-Recovery Diffusion Model")
     sub = ap.add_subparsers(dest="command", required=True)
     for command in COMMANDS:

@@ -25,21 +25,16 @@ Protocol (:func:`run_segmentation`):
 from __future__ import annotations
 
 import math
-from pathlib import Path
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from .. import metrics
-from ..network import default_init_, fan_in
-from ._common import (apply_overrides, check_levels, compare_sentence, finite, fit_size, fmt, fmt_p, jsonable, load_drdm, log,
-                      num_threads, paired_difference, phantom_records, pick_device, split_subjects, summary,
-                      to_tensors, wilcoxon, write_outputs)
+from ._common import (Experiment, compare_sentence, finite, fit_size, fmt, fmt_p, log, num_threads, paired_difference,
+                      phantom_records, split_subjects, summary, to_tensors, wilcoxon)
+from .unet import UNet, bce_loss, predict, train_segmenter
 
 __all__ = ["UNet", "SegProfile", "PROFILES", "METHODS", "STRUCTURES", "bce_loss", "train_segmenter",
            "predict", "make_augmented", "run_segmentation", "table2_markdown", "verdict"]
@@ -48,130 +43,6 @@ METHODS = ("none", "bigaug", "elastic", "drdm")
 METHOD_NAMES = {"none": "N/A", "bigaug": "BigAug", "elastic": "Elastic", "drdm": "DRDM"}
 #: Table 2's column order: (name, label value)
 STRUCTURES = (("LV", 3), ("RV", 1), ("Myo", 2))
-
-
-# ---------------------------------------------------------------- network
-
-class UNet(nn.Module):
-    """U-Net of Section 4.1 for 2-D or 3-D inputs (one code path).
-
-    ``features[i]`` channels at level ``i``; each block is two 3x3(x3) convolutions
-    each followed by ReLU (optionally normalised, ``norm="batch"|"instance"``;
-    the paper's U-Net has none; weights use He initialisation, as the original
-    U-Net, drawn from ``generator`` when one is given, else from the global RNG);
-    max-pooling down and nearest up-sampling by 2, skip connections by concatenation; a 1x1 convolution gives one logit per
-    label value (apply a sigmoid for the paper's probabilistic masks). Inputs of
-    any size are padded to a multiple of ``2 ** (len(features) - 1)`` and cropped back.
-    """
-
-    def __init__(self, ndim: int = 2, in_channels: int = 1, out_channels: int = 4,
-                 features: Sequence[int] = (16, 32, 64, 128), norm: str | None = None, *,
-                 generator: torch.Generator | None = None):
-        super().__init__()
-        if ndim not in (2, 3):
-            raise ValueError(f"ndim must be 2 or 3, got {ndim}")
-        if norm not in (None, "batch", "instance"):
-            raise ValueError(f"norm must be None, 'batch' or 'instance', got {norm!r}")
-        self.ndim, self.features = ndim, tuple(int(f) for f in features)
-        Conv = (nn.Conv2d, nn.Conv3d)[ndim - 2]
-        Norm = {None: None, "batch": (nn.BatchNorm2d, nn.BatchNorm3d)[ndim - 2],
-                "instance": (nn.InstanceNorm2d, nn.InstanceNorm3d)[ndim - 2]}[norm]
-
-        def block(cin, cout):
-            layers = []
-            for c in (cin, cout):
-                layers.append(Conv(c, cout, 3, padding=1))
-                if Norm is not None:
-                    layers.append(Norm(cout, affine=True))
-                layers.append(nn.ReLU(inplace=True))
-            return nn.Sequential(*layers)
-
-        f = self.features
-        # with a generator: build with the global RNG left as it was, then replay PyTorch's
-        # default draws from the generator, so the He draws below see the same stream
-        with torch.random.fork_rng(devices=[], enabled=generator is not None):
-            self.down = nn.ModuleList([block(in_channels, f[0])] + [block(f[i - 1], f[i]) for i in range(1, len(f))])
-            self.up = nn.ModuleList([block(f[i + 1] + f[i], f[i]) for i in range(len(f) - 1)])
-            self.head = Conv(f[0], out_channels, 1)
-            self.pool = (nn.MaxPool2d, nn.MaxPool3d)[ndim - 2](2)
-        if generator is not None:
-            default_init_(self, generator)
-        with torch.no_grad():
-            for mod in self.modules():                   # He initialisation, as Ronneberger et al.
-                if isinstance(mod, Conv):
-                    # nn.init.kaiming_normal_(nonlinearity="relu"), with a generator on any torch
-                    mod.weight.normal_(0.0, math.sqrt(2.0) / math.sqrt(fan_in(mod.weight)), generator=generator)
-                    mod.bias.zero_()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C_in, *S)`` -> logits ``(B, C_out, *S)``."""
-        size = x.shape[2:]
-        m = 2 ** (len(self.features) - 1)
-        pad = []
-        for s in reversed(size):
-            pad += [0, (-s) % m]
-        if any(pad):
-            x = F.pad(x, pad)
-        skips = []
-        for i, blk in enumerate(self.down):
-            if i:
-                x = self.pool(x)
-            x = blk(x)
-            skips.append(x)
-        for i in range(len(self.up) - 1, -1, -1):
-            x = F.interpolate(x, size=skips[i].shape[2:], mode="nearest")
-            x = self.up[i](torch.cat([x, skips[i]], 1))
-        x = self.head(x)
-        if any(pad):
-            x = x[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
-        return x
-
-
-def bce_loss(logits: torch.Tensor, label: torch.Tensor, n_classes: int) -> torch.Tensor:
-    """Eq. 17: per-voxel BCE summed over the one-hot channels, averaged over voxels and batch.
-
-    ``logits`` ``(B, C, *S)``; ``label`` ``(B, 1, *S)`` integer in ``[0, C)``.
-    """
-    onehot = F.one_hot(label[:, 0].long(), n_classes).movedim(-1, 1).to(logits.dtype)
-    return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(1).mean()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
-    """Label map ``(N, 1, *S)`` int64: the arg-max over the sigmoid channels."""
-    model.eval()
-    dev = next(model.parameters()).device
-    out = [model(images[i:i + batch].to(dev)).argmax(1, keepdim=True).cpu()
-           for i in range(0, images.shape[0], batch)]
-    return torch.cat(out)
-
-
-def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: int = 4, steps: int = 500,
-                    batch: int = 16, lr: float = 1e-3, lr_final: float = 0.1, features=(16, 32, 64, 128),
-                    norm: str | None = None, seed: int = 0, device="cpu") -> UNet:
-    """Train a :class:`UNet` with Eq. 17 and Adam; the learning rate decays exponentially
-    (``gamma = lr_final ** (1 / steps)`` per step, so it ends at ``lr * lr_final``).
-
-    Batches are drawn uniformly with replacement from ``images`` by a generator
-    seeded with ``seed + 7919``; the initial weights by one seeded with ``seed`` (the
-    global RNG is not used).
-    """
-    device = torch.device(device)
-    model = UNet(images.dim() - 2, images.shape[1], n_classes, features, norm,
-                 generator=torch.Generator().manual_seed(seed)).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_final ** (1.0 / max(steps, 1)))
-    g = torch.Generator().manual_seed(seed + 7919)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, images.shape[0], (min(batch, images.shape[0]),), generator=g)
-        x, y = images[idx].to(device), labels[idx].to(device)
-        loss = bce_loss(model(x), y, n_classes)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-    return model.eval()
 
 
 # ---------------------------------------------------------------- profiles
@@ -226,12 +97,14 @@ PROFILES = {
 # ---------------------------------------------------------------- augmentation
 
 def make_augmented(method: str, image: torch.Tensor, label: torch.Tensor, n: int, seed: int, *,
-                   net=None, levels: Sequence[int] = (20,), device="cpu", channels_last: bool = True):
+                   net=None, levels: Sequence[int] = (20,), device="cpu", channels_last: bool = True,
+                   settings: str | None = None):
     """``n`` augmented copies ``(n, 1, *S)`` of one image ``(1, 1, *S)`` and its label.
 
     ``seed`` fixes the copies (one generator per image and method). DRDM recovers
     on the network's training grid (:func:`drdm.sampling.network_grid`) whatever
-    the image size, and its field is resampled to the image.
+    the image size, and its field is resampled to the image; ``settings`` picks the
+    recovery setting (default: the network's, :func:`drdm.sampling.recovery_settings`).
     """
     from ..baselines import BigAug, elastic
     g = torch.Generator().manual_seed(seed)
@@ -245,7 +118,7 @@ def make_augmented(method: str, image: torch.Tensor, label: torch.Tensor, n: int
         imgs, labs = [], []
         # recovery on the network's own grid; the field is resampled to the image's
         for item in augment(net, image.to(device), label.to(device), levels, per, generator=g,
-                            grid=network_grid(net), channels_last=channels_last):
+                            grid=network_grid(net), channels_last=channels_last, settings=settings):
             imgs.append(item["image"].cpu())
             labs.append(item["label"].cpu())
         return torch.cat(imgs)[:n], torch.cat(labs)[:n]
@@ -318,19 +191,11 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
         dice, sens, prec, asd, hd; per-image dice and asd), ``wilcoxon[ratio_key]``,
         ``markdown`` (Table 2 plus ASD/HD and p-value tables), ``wall_time_s``.
     """
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {sorted(PROFILES)}, got {profile!r}")
-    prof = apply_overrides(PROFILES[profile], overrides)
+    exp = Experiment("segmentation", PROFILES, profile, overrides, seeds, methods, METHODS, device)
+    prof, seeds, methods, dev = exp.prof, exp.seeds, exp.methods, exp.device
     ratios = tuple(prof.ratios if ratios is None else ratios)
-    seeds = tuple(prof.seeds if seeds is None else seeds)
-    methods = tuple(methods)
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown or not methods:
-        raise ValueError(f"methods must be taken from {METHODS}, got {methods}")
     if not ratios or not all(0 < r <= 1 for r in ratios):
         raise ValueError(f"ratios must lie in (0, 1], got {ratios}")
-    t0 = time.perf_counter()
-    dev = pick_device(device)
     with num_threads(prof.threads):
         records = _records(data, prof)
         train, test = split_subjects(records, prof.test_fraction, prof.split_seed)
@@ -338,15 +203,8 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
         order = [train_subjects[i] for i in np.random.default_rng(prof.split_seed).permutation(len(train_subjects))]
         test_imgs, test_labs = to_tensors(test)
         train_imgs, train_labs = to_tensors(train)
-        skipped, net, ckpt = {}, None, None
-        if "drdm" in methods:
-            net, ckpt, reason = load_drdm(drdm_checkpoint, 2, dev)
-            if net is None:
-                skipped["drdm"] = reason
-                log.warning("segmentation: skipping drdm: %s", reason)
-            else:
-                check_levels(prof.drdm_levels, net)
-        run_methods = [m for m in methods if m not in skipped]
+        net = exp.load_drdm(drdm_checkpoint, 2, prof.drdm_levels)
+        run_methods = [m for m in methods if m not in exp.skipped]
 
         cache: dict = {}                                  # (method, seed, image index) -> copies
 
@@ -388,23 +246,13 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
             diffs[key] = {f"{a}_vs_{b}": paired_difference(per_method[a]["dice"].mean(1), per_method[b]["dice"].mean(1))
                           for a, b in (("drdm", "bigaug"), ("drdm", "none"), ("bigaug", "none"))
                           if a in per_method and b in per_method}
-    result = {
-        "task": "segmentation", "profile": profile, "data": "phantom" if isinstance(data, str) else "records",
-        "config": {**asdict(prof), "ratios": list(ratios), "seeds": list(seeds), "methods": list(methods)},
-        "device": str(dev), "drdm_checkpoint": None if ckpt is None else Path(str(ckpt)).name, "skipped": skipped,
+    return exp.finish(data, {
         "split": {"train_subjects": train_subjects, "test_subjects": sorted({r.subject for r in test}),
                   "n_train_images": len(train), "n_test_images": len(test)},
         "results": results, "wilcoxon": tests,
         # average Dice difference over test images, bootstrap 95 % CI (fractions, not %)
         "dice_difference": diffs,
-    }
-    result["markdown"] = table2_markdown(result)
-    result["wall_time_s"] = round(time.perf_counter() - t0, 2)
-    jsonable(result)
-    if out_dir is not None:
-        result["files"] = write_outputs("segmentation", result, result["markdown"], out_dir, profile, seeds[0],
-                                        str(dev), result["wall_time_s"], result["data"])
-    return result
+    }, {"ratios": list(ratios), "methods": list(methods)}, table2_markdown, out_dir)
 
 
 def _wilcoxon_tests(per_method: dict) -> dict:
