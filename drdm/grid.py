@@ -17,6 +17,11 @@ network voxel and ignores the padding.
 
 :class:`SliceGrid` does the same for every slice of a 3-D stack with a 2-D network, as
 the release augments cardiac short-axis stacks.
+
+:func:`drdm.sampling.deform_input` is the one function that runs Algorithm 2 through this
+map; ``drdm augment``, :class:`drdm.transforms.RandDRDMd` and
+``drdm.sampling.augment(grid=InputGrid(...))`` call it, so they agree to the voxel
+(``tests/test_one_path.py``, square, non-square and anisotropic).
 """
 from __future__ import annotations
 

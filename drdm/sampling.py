@@ -51,6 +51,7 @@ from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 
 __all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "fast_layout",
+           "deform_input",
            "field_stats", "DeformResult", "network_grid", "process_for", "deform", "augment", "registration_pairs", "table1", "label_survival",
            "TABLE1_LEVELS"]
 
@@ -183,9 +184,12 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
         channels_last: run a channels-last copy of the network (faster on CPU,
             different rounding); ``None``: on CPU for 2-D images of side >= 128.
         grid: run the recovery on this grid (e.g. the one the network was trained
-            on, :func:`network_grid`) and resample the fields to the image's grid
-            (:func:`drdm.spatial.resize_ddf`); ``image`` is still warped at its own
-            size. ``steps`` then hold network-grid images.
+            on, :func:`network_grid`): the image is stretched there corner-aligned and the
+            fields come back by :func:`drdm.spatial.resize_ddf`; ``image`` is still warped
+            at its own size. ``steps`` then hold network-grid images. For an image on its
+            own voxel grid, :func:`deform_input` with a :class:`drdm.grid.InputGrid` is the
+            map ``drdm augment``, ``RandDRDMd`` and ``augment(grid=InputGrid)`` share; the
+            downstream tasks still use this stretch, with which their recorded runs were made.
 
     Returns:
         :class:`DeformResult`.
@@ -267,8 +271,46 @@ def recovery_step(net, image: torch.Tensor, phi: torch.Tensor, current: torch.Te
 
 
 @torch.no_grad()
+def deform_input(net, grid, image: np.ndarray, level: int, field_seeds, *, settings=None, recover: str = "level",
+                 process: ForwardProcess | None = None, device=None):
+    """Algorithm 2 for an image on its own voxel grid, through the one grid map (:mod:`drdm.grid`).
+
+    The image goes to the network grid by ``grid`` (:class:`drdm.grid.InputGrid`: isotropic,
+    padded, anti-aliased, normalised; or :class:`~drdm.grid.SliceGrid` for the slices of a stack),
+    each sample's random field is drawn from its own generator (one per entry of
+    ``field_seeds``; per slice with a :class:`~drdm.grid.SliceGrid`, the entries are lists), the
+    recovery runs there, and the fields come back by ``grid.ddf_to_input``. ``drdm augment``,
+    :class:`drdm.transforms.RandDRDMd` and :func:`augment` with ``grid=InputGrid(...)`` all
+    call this, so one image, seed and setting give one DDF whichever door it comes in by.
+
+    Args:
+        image: the input's spatial array ``grid.shape`` (any intensities). level: ``T'``.
+        field_seeds: one seed per sample (ints; lists of ``grid.images_per_sample`` ints for a stack).
+
+    Returns:
+        ``(ddf_net, ddf_in)``: ``(k m, ndim, *grid.size)`` network voxels and
+        ``(k, ndim', *grid.shape)`` input voxels, for ``k`` samples of ``m`` network images each.
+    """
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    m = grid.images_per_sample
+    x = torch.from_numpy(grid.network_images(np.asarray(image)))[:, None].to(device)
+    x = x.expand(-1, net.config.in_channels, *[-1] * net.config.ndim)        # (m, C, *size)
+    fp = process_for(net, x, process)
+    fields = []
+    for seeds in field_seeds:
+        for s in ([seeds] if m == 1 else list(seeds)):
+            g = torch.Generator(device).manual_seed(int(s))
+            fields.append(fp.sample(torch.tensor([int(level)]), g, device=device).phi)
+    k = len(fields) // m
+    res = deform(net, x.repeat(k, *[1] * (x.dim() - 1)), level, process=fp, recover=recover, settings=settings,
+                 random_ddf=torch.cat(fields))
+    ddf_in = torch.cat([grid.ddf_to_input(res.ddf[j * m:(j + 1) * m]) for j in range(k)])
+    return res.ddf, ddf_in
+
+
+@torch.no_grad()
 def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int, *,
-            generator: torch.Generator | None = None, batch: int = 8, mode: str | None = None, **kw):
+            generator: torch.Generator | None = None, batch: int = 8, mode: str | None = None, seed: int = 0, **kw):
     """Algorithm 3: ``n`` deformed copies of one image (and label) per level.
 
     Args:
@@ -278,6 +320,10 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
             recovery setting's, bicubic for the release's weights in 2-D); labels
             always use the label-safe warp (no invented values, dtype kept).
         **kw: passed to :func:`deform` (``settings``, ``recover``, ``grid``, ...).
+            With ``grid=`` a :class:`drdm.grid.InputGrid` of the image, the image (any
+            intensities, one channel) goes through :func:`deform_input`, sample ``i`` of
+            level ``T'`` draws its field from ``sample_seed(seed, T', i)`` (as ``drdm augment``),
+            and the image is warped with border padding; ``generator`` is not used.
 
     Yields:
         dicts with ``level``, ``index``, ``image`` ``(1, C, *S)``, ``label`` or None,
@@ -288,6 +334,9 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     mode = mode or recovery_settings(net, kw.get("settings")).image_mode
+    if hasattr(kw.get("grid"), "ddf_to_input"):          # an InputGrid: the one input-grid path
+        yield from _augment_input(net, image, label, levels, n, kw.pop("grid"), seed, mode, **kw)
+        return
     for level in levels:
         done = 0
         while done < n:
@@ -300,6 +349,19 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
                 yield {"level": int(level), "index": done + i, "image": imgs[i:i + 1],
                        "label": None if labs is None else labs[i:i + 1], "ddf": res.ddf[i:i + 1]}
             done += b
+
+
+def _augment_input(net, image, label, levels, n, grid, seed, mode, settings=None, recover="level", **kw):
+    if kw:
+        raise TypeError(f"augment with an InputGrid takes settings and recover only, not {sorted(kw)}")
+    for level in levels:
+        for i in range(n):
+            ddf_net, ddf = deform_input(net, grid, image[0, 0].cpu().numpy(), level,
+                                        [sample_seed(seed, int(level), i)], settings=settings, recover=recover,
+                                        device=image.device)
+            img = spatial.warp(image, ddf.to(image.dtype), mode=mode, padding_mode="border")
+            lab = None if label is None else spatial.warp(label, ddf.to(torch.float32), mode="label")
+            yield {"level": int(level), "index": i, "image": img, "label": lab, "ddf": ddf, "ddf_network": ddf_net}
 
 
 @torch.no_grad()

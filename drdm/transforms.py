@@ -18,7 +18,6 @@ from typing import Hashable, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 try:  # optional: become a MONAI Randomizable so Compose.set_random_state reaches us
     from monai.transforms.transform import Randomizable as _Base
@@ -52,9 +51,12 @@ class RandDRDMd(_Base):
         spatial_size: the grid the network runs on. ``"network"`` (default): the grid it
             was trained on (``train_config["image_size"]``, 256 for the release's 2-D
             weights); ``None``: the data's own grid (sides divisible by 8); or an int /
-            ``ndim`` ints. The network input is resampled there (corner-aligned, linear),
-            min-max normalised to [0, 1], and the field comes back with
-            :func:`drdm.spatial.resize_ddf` (exact for that resampling), in voxels of the data grid.
+            ``ndim`` ints. The input goes there and its field comes back by the one grid map,
+            :class:`drdm.grid.InputGrid` (isotropic, padded, anti-aliased, percentile-normalised;
+            the exact inverse for the field), as in ``drdm augment``: the same image, seed
+            and setting give the same DDF (:meth:`deform_with`).
+        spacing: voxel size per axis for the isotropic map (default: a MetaTensor's ``pixdim``,
+            else 1).
         padding_mode: how image keys are read outside the field of view (``"border"`` or
             ``"zeros"``); label keys always take the smallest label (background) there.
         allow_missing_keys: skip keys absent from the dict instead of raising ``KeyError``.
@@ -71,7 +73,8 @@ class RandDRDMd(_Base):
 
     def __init__(self, keys=("image", "label"), checkpoint=None, levels=(30,), prob: float = 1.0,
                  label_keys=("label",), seed: int | None = None, device="cpu", recover: str = "level",
-                 settings: str | None = None, spatial_size="network", padding_mode: str = "border", allow_missing_keys: bool = False):
+                 settings: str | None = None, spatial_size="network", padding_mode: str = "border",
+                 allow_missing_keys: bool = False, spacing=None):
         self.keys = (keys,) if isinstance(keys, (str, bytes)) else tuple(keys)
         if not self.keys:
             raise ValueError("keys must name at least one key")
@@ -103,6 +106,7 @@ class RandDRDMd(_Base):
             raise ValueError(f"spatial_size must be 'network', None, an int or a sequence of ints, "
                              f"got {spatial_size!r}")
         self.spatial_size = spatial_size
+        self.spacing = None if spacing is None else tuple(float(v) for v in np.ravel(spacing))
         self.device = torch.device(device)
         self.allow_missing_keys = bool(allow_missing_keys)
         if checkpoint is None:
@@ -159,6 +163,15 @@ class RandDRDMd(_Base):
         if bad:
             raise ValueError(f"levels {bad} out of range: this network has T={T}, so T' must lie in [0, {T - 1}]")
 
+    def _spacing(self, value, nd: int) -> tuple[float, ...]:
+        """Voxel size per axis: the ``spacing`` argument, else a MONAI MetaTensor's ``pixdim``, else 1."""
+        if self.spacing is not None:
+            return self.spacing
+        pixdim = getattr(value, "pixdim", None)
+        if pixdim is not None:
+            return tuple(float(v) for v in np.asarray(pixdim).ravel()[:nd])
+        return (1.0,) * nd
+
     def _grid(self, spatial) -> tuple[int, ...]:
         nd = len(spatial)
         if self.spatial_size is None:
@@ -203,19 +216,26 @@ class RandDRDMd(_Base):
         return result
 
     def __call__(self, data: Mapping[Hashable, object], randomize: bool = True) -> dict:
-        from . import spatial
-        from .sampling import deform
         if not isinstance(data, Mapping):
             raise TypeError(f"RandDRDMd takes a dict of arrays, got {type(data).__name__}")
-        d = dict(data)
-        missing = [k for k in self.keys if k not in d]
+        missing = [k for k in self.keys if k not in data]
         if missing and not self.allow_missing_keys:
-            raise KeyError(f"keys {missing} not in the data (has {list(d)}); pass allow_missing_keys=True to skip them")
+            raise KeyError(f"keys {missing} not in the data (has {list(data)}); pass allow_missing_keys=True to skip them")
         if randomize:
-            self.randomize(d)
+            self.randomize(data)
         self.last_ddf = None
         if not self._do:
-            return d
+            return dict(data)
+        return self.deform_with(data, self._level, self._seed)
+
+    def deform_with(self, data: Mapping[Hashable, object], level: int, field_seed: int) -> dict:
+        """Deform ``data`` at ``T' = level`` with the random field drawn from ``field_seed``
+        (what a call does after :meth:`randomize`; ``drdm augment`` draws sample ``i`` of a level
+        from ``sample_seed(seed, level, i)``, so passing that seed reproduces its DDF)."""
+        from . import spatial
+        from .grid import InputGrid
+        from .sampling import deform_input
+        d = dict(data)
         net = self.net
         nd = net.config.ndim
         present = [k for k in self.keys if k in d]
@@ -231,27 +251,17 @@ class RandDRDMd(_Base):
         if min(S) < 2:
             raise ValueError(f"data[{ref_key!r}] spatial shape {S} needs at least 2 voxels per axis")
 
-        # the network's view: one channel set, on its grid, in [0, 1]
-        x = tensors[ref_key].to(self.device, torch.float32)
+        # the network's view: one channel, on its grid by the one grid map (drdm.grid)
+        x = tensors[ref_key].to(torch.float32)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"data[{ref_key!r}] contains NaN or Inf values")
         cin = net.config.in_channels
-        if x.shape[0] != cin:
-            if cin != 1:
-                raise ValueError(f"data[{ref_key!r}] has {x.shape[0]} channels; the network takes {cin}")
-            x = x.mean(0, keepdim=True)                       # (1, *S)
-        size = self._grid(S)
-        x = x[None]                                           # (1, C, *S)
-        if size != S:
-            x = F.interpolate(x, size=size, mode="bilinear" if nd == 2 else "trilinear", align_corners=True)
-        lo, hi = x.amin(), x.amax()
-        x = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
-        g = torch.Generator(self.device).manual_seed(self._seed)
-        ddf = deform(net, x, self._level, generator=g, recover=self.recover,
-                     settings=self.settings).ddf      # (1, nd, *size)
-        if size != S:
-            ddf = spatial.resize_ddf(ddf, S)                                           # (1, nd, *S), data voxels
-        self.last_ddf = ddf[0].cpu()
+        if x.shape[0] != cin and cin != 1:
+            raise ValueError(f"data[{ref_key!r}] has {x.shape[0]} channels; the network takes {cin}")
+        grid = InputGrid(S, self._spacing(d[ref_key], nd), self._grid(S))
+        _, ddf = deform_input(net, grid, x.mean(0).cpu().numpy(), int(level), [int(field_seed)],
+                              settings=self.settings, recover=self.recover, device=self.device)
+        self.last_ddf = ddf[0].cpu()                                                   # (nd, *S), data voxels
 
         for k, t in tensors.items():
             if k in self.label_keys:

@@ -7,11 +7,9 @@ Geometry: :mod:`drdm.grid`; output folders: :mod:`drdm.outputs`.
 """
 from __future__ import annotations
 
-import torch
-
 from ..sampling import sample_seed
 from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics, levels_arg,
-                     network_image, positive, run_record, setup, warp_outputs, write_sample)
+                     positive, run_record, setup, warp_outputs, write_sample)
 
 
 def augment_names(level: int, index: int, with_label: bool) -> dict:
@@ -24,22 +22,18 @@ def augment_names(level: int, index: int, with_label: bool) -> dict:
 
 def cmd_augment(args) -> int:
     """Algorithm 3: ``--n`` deformed copies of an image (and label) per level."""
-    from ..sampling import deform, process_for
+    from ..sampling import deform_input
     net, inputs, grid, device = setup(args)
     check_levels(args.levels, net.config.timesteps)
     levels = list(dict.fromkeys(int(v) for v in args.levels))
     names = {f"L{lv}_{i}": augment_names(lv, i, inputs.label is not None) for lv in levels for i in range(args.n)}
     run = run_record("augment", args, inputs, grid, levels=levels)
-    image_net = network_image(net, inputs, grid, device)            # (m, C, *size)
     m = grid.images_per_sample
-    fp = process_for(net, image_net)
     per_call = max(1, args.batch // m)
 
-    def random_fields(lv, i):
+    def field_seeds(lv, i):
         # one generator per sample (per slice of a stack): independent of --batch and of resuming
-        keys = [(args.seed, lv, i)] if m == 1 else [(args.seed, lv, i, k) for k in range(m)]
-        return [fp.sample(torch.tensor([lv]), torch.Generator(device).manual_seed(sample_seed(*kk)),
-                          device=device).phi for kk in keys]
+        return sample_seed(args.seed, lv, i) if m == 1 else [sample_seed(args.seed, lv, i, k) for k in range(m)]
 
     with Job("augment", args, net, inputs, grid, device, names, run,
               levels=levels, n=args.n, batch=args.batch) as job:
@@ -48,12 +42,12 @@ def cmd_augment(args) -> int:
             mine = [i for i in range(args.n) if f"L{lv}_{i}" in todo]
             for c in range(0, len(mine), per_call):
                 idx = mine[c:c + per_call]
-                res = deform(net, image_net.repeat(len(idx), *[1] * (image_net.dim() - 1)), lv, process=fp,
-                             recover=args.recover, settings=args.settings, random_ddf=torch.cat([f for i in idx for f in random_fields(lv, i)]))
+                ddf_net_all, ddf_in_all = deform_input(net, grid, inputs.image, lv, [field_seeds(lv, i) for i in idx],
+                                                       settings=args.settings, recover=args.recover, device=device)
                 for j, i in enumerate(idx):
                     key = f"L{lv}_{i}"
-                    ddf_net = res.ddf[j * m:(j + 1) * m]
-                    ddf_in = grid.ddf_to_input(ddf_net)
+                    ddf_net = ddf_net_all[j * m:(j + 1) * m]
+                    ddf_in = ddf_in_all[j:j + 1]
                     img, lab = warp_outputs(inputs, ddf_in, grid)
                     sums = write_sample(job.out, inputs, names[key], {"image": img},
                                          {} if lab is None else {"label": lab}, ddf_in)
