@@ -291,6 +291,8 @@ def deform_input(net, grid, image: np.ndarray, level: int, field_seeds, *, setti
         ``(ddf_net, ddf_in)``: ``(k m, ndim, *grid.size)`` network voxels and
         ``(k, ndim', *grid.shape)`` input voxels, for ``k`` samples of ``m`` network images each.
     """
+    if net.config.in_channels != 1:
+        raise ValueError(f"the input-grid map feeds one channel; this network takes {net.config.in_channels}")
     device = torch.device(device) if device is not None else next(net.parameters()).device
     m = grid.images_per_sample
     x = torch.from_numpy(grid.network_images(np.asarray(image)))[:, None].to(device)
@@ -335,6 +337,9 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
         raise ValueError(f"n must be positive, got {n}")
     mode = mode or recovery_settings(net, kw.get("settings")).image_mode
     if hasattr(kw.get("grid"), "ddf_to_input"):          # an InputGrid: the one input-grid path
+        if generator is not None or image.shape[1] != 1:
+            raise ValueError("augment with an InputGrid takes one channel and draws sample i of level T' from "
+                             "sample_seed(seed, T', i): pass seed=, not generator=")
         yield from _augment_input(net, image, label, levels, n, kw.pop("grid"), seed, mode, **kw)
         return
     for level in levels:

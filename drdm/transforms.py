@@ -255,9 +255,9 @@ class RandDRDMd(_Base):
         x = tensors[ref_key].to(torch.float32)
         if not bool(torch.isfinite(x).all()):
             raise ValueError(f"data[{ref_key!r}] contains NaN or Inf values")
-        cin = net.config.in_channels
-        if x.shape[0] != cin and cin != 1:
-            raise ValueError(f"data[{ref_key!r}] has {x.shape[0]} channels; the network takes {cin}")
+        if net.config.in_channels != 1:
+            raise ValueError(f"RandDRDMd feeds the network one channel (the mean of data[{ref_key!r}]'s); this "
+                             f"network takes {net.config.in_channels}")
         grid = InputGrid(S, self._spacing(d[ref_key], nd), self._grid(S))
         _, ddf = deform_input(net, grid, x.mean(0).cpu().numpy(), int(level), [int(field_seed)],
                               settings=self.settings, recover=self.recover, device=self.device)

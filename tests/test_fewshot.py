@@ -79,7 +79,7 @@ def test_mnms_split_keeps_both_vendors_in_a_test_set_of_ten():
     vendor = {s.subject: s.vendor for s in slices}
     assert len(sp["test"]) == 10 and {vendor[s] for s in sp["test"]} == {"A", "B"}
     assert not set(sp["test"]) & set(sp["order"][:max(prot.labelled)] + sp["val"])
-    # the protocol keeps every labelled structure: at most a few pixels of any label leave the crop
+    # no labelled slice is lost to the crop and resize (the subset has 330 labelled slices)
     assert len(slices) == 330
 
 
@@ -135,6 +135,17 @@ def test_a_changed_checkpoint_regenerates_drdm_copies_and_nothing_else(tmp_path)
     assert cache.misses == 3 * len(items)          # BigAug's copies do not depend on the checkpoint
     assert len(list((tmp_path / "aug" / "drdm").glob("*.pt"))) == 2 * len(items)
     assert all(c[0].shape == (prot.n_aug, 1, 32, 32) for c in first)
+    # other pixels under the same slice name: made again, not served stale
+    changed = [dataclasses.replace(items[0], image=np.flipud(items[0].image).copy())] + items[1:]
+    FS.copies(cache, "bigaug", changed, prot, progress=False)
+    assert cache.misses == 3 * len(items) + 1
+
+
+def test_plateau_change_measures_the_last_fifth():
+    h = {"step": [100, 200, 300, 400, 500], "val": [0.5, 0.6, 0.7, 0.72, 0.73], "steps_run": 500}
+    assert FS.plateau_change(h) == pytest.approx(0.73 - 0.72)      # last check at or before step 400
+    assert FS.plateau_change({"step": [100, 200], "val": [0.1, 0.2], "steps_run": 200}) == pytest.approx(0.1)
+    assert FS.plateau_change({"step": [100], "val": [0.1], "steps_run": 100}) is None
 
 
 # ---------------------------------------------------------------- resumption
@@ -145,24 +156,31 @@ def test_a_killed_and_resumed_run_gives_the_table_of_one_uninterrupted_run(tmp_p
     whole = FS.run_fewshot(recs, "ci", work_dir=tmp_path / "whole", **kw)
     assert whole["n_cells"] == 6 and not whole["skipped"]
 
-    # a crash inside the third cell: two cells written, no partial file of the third
-    real = FS.train_cell
+    # killed while the third cell's file is being written: two cells, no partial third file
+    import pathlib
+    real_write = pathlib.Path.write_text
     calls = []
 
-    def crashing(*a, **k):
+    def dying_write(self, text, *a, **k):
         calls.append(1)
         if len(calls) == 3:
+            real_write(self, text[: len(text) // 2], *a, **k)
             raise KeyboardInterrupt
-        return real(*a, **k)
+        return real_write(self, text, *a, **k)
 
-    monkeypatch.setattr(FS, "train_cell", crashing)
+    monkeypatch.setattr(pathlib.Path, "write_text", dying_write)
     with pytest.raises(KeyboardInterrupt):
         FS.run_fewshot(recs, "ci", work_dir=tmp_path / "resumed", **kw)
+    monkeypatch.setattr(pathlib.Path, "write_text", real_write)
     cell_dir = next((tmp_path / "resumed" / "cells").iterdir())
-    assert sorted(p.suffix for p in cell_dir.iterdir()) == [".json", ".json"]
-    monkeypatch.setattr(FS, "train_cell", real)
+    assert sorted(p.name for p in cell_dir.iterdir()) == sorted(p.name for p in cell_dir.glob("*.json"))
+    assert len(list(cell_dir.glob("*.json"))) == 2
+    assert all(json.loads(p.read_text()) for p in cell_dir.glob("*.json"))
+    # a drdm cell of another checkpoint in the same folder is not this run's
+    stale = next(cell_dir.glob("*_drdm_*.json"), None) or next(cell_dir.glob("*.json"))
     FS.run_fewshot(recs, "ci", work_dir=tmp_path / "resumed", stop_after=1, **kw)
     assert len(list(cell_dir.glob("*.json"))) == 3
+    (cell_dir / "n2_drdm_s0_0123456789ab.json").write_text(stale.read_text())
     resumed = FS.run_fewshot(recs, "ci", work_dir=tmp_path / "resumed", **kw)
     assert resumed["n_cells"] == 6
     assert _strip_times(resumed) == _strip_times(whole)

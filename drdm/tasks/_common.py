@@ -272,10 +272,19 @@ def load_recorded(name: str, profile: str = "cpu", results_dir=None) -> dict | N
     doc = json.loads(path.read_text())
     rec, prov = doc["numbers"], doc.get("provenance", {})
     split = rec.get("split", {})
+    if "protocol" in rec:                 # the few-shot record: labelled subsets of a pool, validation, test
+        config = rec["protocol"]
+        subjects = (f"{' or '.join(map(str, config['labelled']))} labelled of {len(split['order'])}, "
+                    f"{len(split['val'])} validation and {len(split['test'])} test subjects")
+    else:
+        config = rec["config"]
+        subjects = (f"{len(split.get('train_subjects', []))} training and {len(split.get('test_subjects', []))} "
+                    "test subjects")
+    ckpt = rec.get("drdm_checkpoint") or (rec.get("drdm_checkpoint_sha256") or "")[:12] or None
     caption = (f"*Profile `{doc['profile']}`, data `{doc.get('data')}` "
-               f"({len(split.get('train_subjects', []))} training and {len(split.get('test_subjects', []))} test "
-               f"subjects), seeds {rec['config'].get('seeds')}, DRDM checkpoint `{rec.get('drdm_checkpoint')}`, "
-               f"{prov.get('wall_time_s', 0) / 60:.0f} min on {prov.get('device')}, commit {prov.get('commit')}.*")
+               f"({subjects}), seeds {config.get('seeds')}, DRDM checkpoint "
+               f"`{ckpt}`, {prov.get('wall_time_s', 0) / 60:.0f} min on {prov.get('device')}, "
+               f"commit {prov.get('commit')}.*")
     return {"numbers": rec, "caption": caption}
 
 

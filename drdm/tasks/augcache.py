@@ -54,6 +54,13 @@ class Slice:
     def name(self) -> str:
         return f"{self.subject}_{self.phase}_{self.index:02d}"
 
+    @property
+    def digest(self) -> str:
+        """sha256 (16 hex digits) of the pixels and the label map: what a cached copy was made from."""
+        h = hashlib.sha256(np.ascontiguousarray(self.image, np.float32).tobytes())
+        h.update(np.ascontiguousarray(self.label, np.int64).tobytes())
+        return h.hexdigest()[:16]
+
 
 def _crop_or_pad(a: np.ndarray, crop: int, fill) -> np.ndarray:
     """Centre crop (or pad with ``fill``) both axes of a 2-D array to ``crop``."""
@@ -105,6 +112,11 @@ def prepare_slices(records, *, crop: int = 160, size: int = 96, percentiles=(1.0
             continue
         out.append(Slice(r.subject, str(r.meta.get("vendor", "?")), str(r.phase or "-"), int(r.meta.get("slice", 0)),
                          x[0, 0].clamp(0, 1).numpy().astype(np.float32), lab.astype(np.int64)))
+    names = [s.name for s in out]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})[:3]
+        raise ValueError(f"slices {dup} share a name (subject, phase, slice index): give 2-D records a "
+                         "distinct meta['slice'] or phase")
     return out
 
 
@@ -118,7 +130,9 @@ class AugCache:
 
     ``params`` (any JSON-serialisable dict) is hashed with the slice's identity into
     the key; the file holds ``images`` ``(n, 1, S, S)`` float32 and ``labels``
-    ``(n, 1, S, S)`` uint8 and ``seconds`` (the time it took to make), and is written atomically.
+    ``(n, 1, S, S)`` uint8, ``seconds`` (the time it took to make) and ``source`` (the slice's
+    :attr:`Slice.digest`: a file made from other pixels or labels is made again), and is
+    written atomically.
     """
 
     def __init__(self, root):
@@ -141,22 +155,26 @@ class AugCache:
         from tqdm.auto import tqdm
         from ..provenance import atomic_write
         paths = [self.path(method, s, params) for s in items]
-        todo = [i for i, p in enumerate(paths) if not p.is_file()]
-        self.hits += len(items) - len(todo)
+        found = {}
+        for i, p in enumerate(paths):
+            if p.is_file():
+                d = torch.load(p, weights_only=True)
+                if d.get("source") == items[i].digest:
+                    found[i] = d
+        todo = [i for i in range(len(items)) if i not in found]
+        self.hits += len(found)
         self.misses += len(todo)
         for i in tqdm(todo, desc=f"augment {method}", unit="slice", disable=not progress or not todo):
             t0 = time.perf_counter()
             imgs, labs = make(items[i])
             seconds = time.perf_counter() - t0
             data = {"images": imgs.detach().cpu().float().contiguous(),
-                    "labels": labs.detach().cpu().to(torch.uint8).contiguous(), "seconds": seconds}
+                    "labels": labs.detach().cpu().to(torch.uint8).contiguous(), "seconds": seconds,
+                    "source": items[i].digest}
             atomic_write(paths[i], lambda tmp: torch.save(data, tmp))
+            found[i] = data
             self.seconds += seconds
-        out = []
-        for p in paths:
-            d = torch.load(p, weights_only=True)
-            out.append((d["images"], d["labels"].long()))
-        return out
+        return [(found[i]["images"], found[i]["labels"].long()) for i in range(len(items))]
 
     def recorded(self, method: str, items: Sequence[Slice], params: dict) -> tuple[int, float]:
         """``(copies on disk, seconds they took to make)`` for ``items``; generates nothing."""
@@ -165,6 +183,8 @@ class AugCache:
             p = self.path(method, s, params)
             if p.is_file():
                 d = torch.load(p, weights_only=True)
+                if d.get("source") != s.digest:
+                    continue
                 n += int(d["images"].shape[0])
                 seconds += float(d.get("seconds", 0.0))
         return n, seconds
@@ -182,7 +202,10 @@ def method_params(method: str, *, n_aug: int, seed: int, prep: dict, levels=(), 
     if method == "bigaug":
         params["bigaug"] = dataclasses.asdict(BigAug())
     elif method == "elastic":
-        params["elastic"] = {"points": 7, "magnitude": 0.04}
+        import inspect
+        from ..baselines import elastic
+        params["elastic"] = {k: v.default for k, v in inspect.signature(elastic).parameters.items()
+                             if v.kind is inspect.Parameter.KEYWORD_ONLY}
     elif method == "drdm":
         params.update(levels=[int(t) for t in levels], settings=settings, checkpoint=checkpoint_sha256)
     else:

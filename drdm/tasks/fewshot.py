@@ -133,8 +133,9 @@ def split_subjects(slices: Sequence[Slice], n_test: int, n_val: int, seed: int =
 
 # ---------------------------------------------------------------- augmented copies
 
-def drdm_identity(checkpoint):
-    """``(net or None, checkpoint sha256, reason)`` for the DRDM checkpoint (path or shipped name)."""
+def drdm_identity(checkpoint, device="cpu"):
+    """``(net or None, checkpoint sha256, reason)`` for the DRDM checkpoint (path or shipped name),
+    the network loaded on ``device``."""
     from ..checkpoint import load, resolve
     from ..outputs import sha256_file
     if checkpoint is None:
@@ -143,7 +144,7 @@ def drdm_identity(checkpoint):
         if checkpoint is None:
             return None, None, absent_reason("the release's 2-D checkpoint")
     path = resolve(checkpoint)
-    net = load(path)
+    net = load(path, device=device)
     if net.config.ndim != 2:
         return None, None, f"{path.name}: a {net.config.ndim}-D network; the slices are 2-D"
     return net, sha256_file(path), None
@@ -229,7 +230,7 @@ def mean_dice(scores: dict) -> float:
 def _fingerprint(slices: Sequence[Slice]) -> str:
     h = hashlib.sha256()
     for s in slices:
-        h.update(s.name.encode())
+        h.update(f"{s.name}|{s.vendor}".encode())            # the vendor steers the split
         h.update(np.ascontiguousarray(s.image).tobytes())
         h.update(np.ascontiguousarray(s.label).astype(np.uint8).tobytes())
     return h.hexdigest()[:16]
@@ -268,14 +269,14 @@ def train_cell(prot: FewShotProtocol, train_pool, val, test, *, seed: int, devic
 
 
 def plateau_change(history: dict) -> float | None:
-    """Validation Dice at the last check minus at the check nearest 4/5 of the steps run
-    (the issue's "last fifth of training" flatness), in Dice fractions."""
+    """Validation Dice at the last check minus at the last check at or before 4/5 of the steps
+    run (how much the last fifth of training moved it), in Dice fractions; ``None`` without
+    such an earlier check."""
     steps, val = history["step"], history["val"]
-    if len(steps) < 2:
+    early = [i for i, s in enumerate(steps) if s <= 0.8 * history["steps_run"]]
+    if not early or early[-1] == len(steps) - 1:
         return None
-    target = 0.8 * history["steps_run"]
-    k = int(np.argmin([abs(s - target) for s in steps]))
-    return float(val[-1] - val[k])
+    return float(val[-1] - val[early[-1]])
 
 
 def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="runs/fewshot",
@@ -308,7 +309,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
         test = (*_stack(by["test"]), [s.subject for s in by["test"]])
         skipped, net, sha = {}, None, None
         if "drdm" in methods:
-            net, sha, why = drdm_identity(checkpoint)
+            net, sha, why = drdm_identity(checkpoint, dev)
             if net is None:
                 skipped["drdm"] = why
                 log.warning("fewshot: skipping drdm: %s", why)
@@ -343,8 +344,9 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
         items = [s for s in slices if s.subject in set(split["order"][:max(prot.labelled)])]
         made = {m: cache.recorded(m, items, copy_params(m, prot, net=net, checkpoint_sha256=sha))
                 for m in methods if m != "none"}
-    cells = [json.loads(p.read_text()) for p in sorted(cell_dir.glob("*.json"))]
-    cells = [c for c in cells if c["method"] in methods and c["seed"] in prot.seeds and c["n_subjects"] in prot.labelled]
+    # exactly this run's cells (a drdm cell of another checkpoint has another name)
+    wanted = [cell_dir / f"{_cell(n, m, seed, sha)}.json" for seed in prot.seeds for n in prot.labelled for m in methods]
+    cells = [json.loads(p.read_text()) for p in wanted if p.is_file()]
     info = {"command": command, "protocol": dataclasses.asdict(prot), "run_key": key, "split": split,
             "n_slices": {k: len(v) for k, v in by.items()}, "skipped": skipped, "device": str(dev),
             "drdm_checkpoint_sha256": sha,
