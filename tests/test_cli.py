@@ -395,7 +395,7 @@ def test_every_command_has_its_own_module_and_handler():
     import argparse
     from drdm.cli import build_parser
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    assert sorted(sub.choices) == ["augment", "experiment", "synth", "table1", "train"]
+    assert sorted(sub.choices) == ["augment", "experiment", "fewshot", "synth", "table1", "train"]
     for name, parser in sub.choices.items():
         func = parser.get_default("func")
         assert func.__name__ == f"cmd_{name}" and func.__module__ == f"drdm.cli.{name}"

@@ -35,14 +35,13 @@ import torch
 
 from .augcache import AugCache, Slice, method_params, prepare_slices, slice_seed
 from ._common import log, num_threads, paired_difference, pick_device, summary
+from .segmentation import METHOD_NAMES as _SEG_NAMES, METHODS, STRUCTURES
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "split_subjects", "run_fewshot", "summarise", "fewshot_markdown",
            "fewshot_verdict", "STRUCTURES", "METHODS"]
 
-METHODS = ("none", "bigaug", "elastic", "drdm")
-METHOD_NAMES = {"none": "none", "bigaug": "BigAug", "elastic": "Elastic", "drdm": "DRDM"}
-#: (name, ACDC label value), Table 2's order
-STRUCTURES = (("LV", 3), ("RV", 1), ("Myo", 2))
+#: the few-shot tables name the baseline "none" (Table 2 writes N/A)
+METHOD_NAMES = {**_SEG_NAMES, "none": "none"}
 
 
 @dataclass(frozen=True)
