@@ -51,7 +51,7 @@ from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 
 __all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "fast_layout",
-           "deform_input",
+           "network_input", "deform_input",
            "field_stats", "DeformResult", "network_grid", "process_for", "deform", "augment", "registration_pairs", "table1", "label_survival",
            "TABLE1_LEVELS"]
 
@@ -270,9 +270,17 @@ def recovery_step(net, image: torch.Tensor, phi: torch.Tensor, current: torch.Te
     return psi, phi, spatial.warp(image, phi, mode=settings.image_mode)
 
 
+def network_input(net, grid, image: np.ndarray, device=None) -> torch.Tensor:
+    """``(m, C, *grid.size)``: an input-grid image (``grid.shape``, any intensities) on the network
+    grid by ``grid`` (:mod:`drdm.grid`), repeated over the network's input channels."""
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    x = torch.from_numpy(grid.network_images(np.asarray(image)))[:, None].to(device)
+    return x.expand(-1, net.config.in_channels, *[-1] * net.config.ndim)
+
+
 @torch.no_grad()
 def deform_input(net, grid, image: np.ndarray, level: int, field_seeds, *, settings=None, recover: str = "level",
-                 process: ForwardProcess | None = None, device=None):
+                 process: ForwardProcess | None = None, device=None, network_image: torch.Tensor | None = None):
     """Algorithm 2 for an image on its own voxel grid, through the one grid map (:mod:`drdm.grid`).
 
     The image goes to the network grid by ``grid`` (:class:`drdm.grid.InputGrid`: isotropic,
@@ -286,6 +294,8 @@ def deform_input(net, grid, image: np.ndarray, level: int, field_seeds, *, setti
     Args:
         image: the input's spatial array ``grid.shape`` (any intensities). level: ``T'``.
         field_seeds: one seed per sample (ints; lists of ``grid.images_per_sample`` ints for a stack).
+        process, network_image: the forward process and :func:`network_input`'s result, when a
+            caller that deforms one image many times has them already (``image`` is then unused).
 
     Returns:
         ``(ddf_net, ddf_in)``: ``(k m, ndim, *grid.size)`` network voxels and
@@ -295,8 +305,7 @@ def deform_input(net, grid, image: np.ndarray, level: int, field_seeds, *, setti
         raise ValueError(f"the input-grid map feeds one channel; this network takes {net.config.in_channels}")
     device = torch.device(device) if device is not None else next(net.parameters()).device
     m = grid.images_per_sample
-    x = torch.from_numpy(grid.network_images(np.asarray(image)))[:, None].to(device)
-    x = x.expand(-1, net.config.in_channels, *[-1] * net.config.ndim)        # (m, C, *size)
+    x = network_image if network_image is not None else network_input(net, grid, image, device)
     fp = process_for(net, x, process)
     fields = []
     for seeds in field_seeds:

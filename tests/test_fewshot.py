@@ -57,7 +57,7 @@ def test_prepare_slices_crops_around_the_centre_resizes_and_normalises():
 
 def test_split_is_disjoint_covers_every_subject_and_alternates_vendors():
     slices = prepare_slices(_records(10), crop=32, size=32)
-    sp = FS.split_subjects(slices, n_test=4, n_val=2, seed=0)
+    sp = FS.vendor_split(slices, n_test=4, n_val=2, seed=0)
     test, val, order = set(sp["test"]), set(sp["val"]), set(sp["order"])
     assert not (test & val) and not (test & order) and not (val & order)
     assert test | val | order == {s.subject for s in slices}
@@ -65,7 +65,7 @@ def test_split_is_disjoint_covers_every_subject_and_alternates_vendors():
     assert sorted(vendor[s] for s in sp["test"]) == ["A", "A", "B", "B"]
     assert [vendor[s] for s in sp["order"][:2]] in (["A", "B"], ["B", "A"])
     with pytest.raises(ValueError, match="cannot give"):
-        FS.split_subjects(slices, n_test=8, n_val=2)
+        FS.vendor_split(slices, n_test=8, n_val=2)
 
 
 def test_mnms_split_keeps_both_vendors_in_a_test_set_of_ten():
@@ -75,7 +75,7 @@ def test_mnms_split_keeps_both_vendors_in_a_test_set_of_ten():
         pytest.skip(absent_reason("the M&Ms subset"))
     prot = FS.PROTOCOLS["cpu"]
     slices = prepare_slices(load_mnms(mnms_dir()), crop=prot.crop, size=prot.size)
-    sp = FS.split_subjects(slices, prot.n_test, prot.n_val, prot.split_seed)
+    sp = FS.vendor_split(slices, prot.n_test, prot.n_val, prot.split_seed)
     vendor = {s.subject: s.vendor for s in slices}
     assert len(sp["test"]) == 10 and {vendor[s] for s in sp["test"]} == {"A", "B"}
     assert not set(sp["test"]) & set(sp["order"][:max(prot.labelled)] + sp["val"])

@@ -22,13 +22,15 @@ def augment_names(level: int, index: int, with_label: bool) -> dict:
 
 def cmd_augment(args) -> int:
     """Algorithm 3: ``--n`` deformed copies of an image (and label) per level."""
-    from ..sampling import deform_input
+    from ..sampling import deform_input, network_input, process_for
     net, inputs, grid, device = setup(args)
     check_levels(args.levels, net.config.timesteps)
     levels = list(dict.fromkeys(int(v) for v in args.levels))
     names = {f"L{lv}_{i}": augment_names(lv, i, inputs.label is not None) for lv in levels for i in range(args.n)}
     run = run_record("augment", args, inputs, grid, levels=levels)
     m = grid.images_per_sample
+    image_net = network_input(net, grid, inputs.image, device)            # once: every sample deforms it
+    fp = process_for(net, image_net)
     per_call = max(1, args.batch // m)
 
     def field_seeds(lv, i):
@@ -43,7 +45,8 @@ def cmd_augment(args) -> int:
             for c in range(0, len(mine), per_call):
                 idx = mine[c:c + per_call]
                 ddf_net_all, ddf_in_all = deform_input(net, grid, inputs.image, lv, [field_seeds(lv, i) for i in idx],
-                                                       settings=args.settings, recover=args.recover, device=device)
+                                                       settings=args.settings, recover=args.recover, device=device,
+                                                       process=fp, network_image=image_net)
                 for j, i in enumerate(idx):
                     key = f"L{lv}_{i}"
                     ddf_net = ddf_net_all[j * m:(j + 1) * m]

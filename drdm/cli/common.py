@@ -304,9 +304,3 @@ def run_record(command: str, args, inputs: Inputs, grid, **plan) -> dict:
         run["slicewise"] = True
     return run
 
-
-def network_image(net, inputs: Inputs, grid, device) -> torch.Tensor:
-    """The input on the network grid, ``(m, C, *size)``: ``m = grid.images_per_sample``."""
-    image = torch.from_numpy(grid.network_images(inputs.image))[:, None].to(device)
-    return image.expand(-1, net.config.in_channels, *[-1] * net.config.ndim)
-

@@ -5,8 +5,8 @@ import argparse
 
 import torch
 
-from ..sampling import sample_seed
-from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics, network_image,
+from ..sampling import network_input, sample_seed
+from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics,
                      positive, run_record, setup, warp_outputs, write_sample)
 
 
@@ -43,7 +43,7 @@ def cmd_synth(args) -> int:
     plan = {f"A{a}_S{s}_{i}": (a, s, i) for a, s in pairs for i in range(args.n)}
     names = {k: synth_names(*p, inputs.label is not None) for k, p in plan.items()}
     run = run_record("synth", args, inputs, grid, pairs=[list(p) for p in pairs])
-    image_net = network_image(net, inputs, grid, device)
+    image_net = network_input(net, grid, inputs.image, device)
     with Job("synth", args, net, inputs, grid, device, names, run, pairs=[list(p) for p in pairs], n=args.n,
               note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
         for key in job.todo():

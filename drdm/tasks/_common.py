@@ -345,11 +345,10 @@ class Experiment:
         to ``<out_dir>/<profile>/<name>.json`` and ``.md`` when ``out_dir`` is given."""
         import time
         result = {"task": self.task, "profile": self.profile, "data": data if isinstance(data, str) else "records",
-                  **{k: v for k, v in fields.items() if k in ("ndim",)},
                   "config": {**dataclasses.asdict(self.prof), "seeds": list(self.seeds), **config},
                   "device": str(self.device),
                   "drdm_checkpoint": None if self.checkpoint is None else Path(str(self.checkpoint)).name,
-                  "skipped": self.skipped, **{k: v for k, v in fields.items() if k != "ndim"}}
+                  "skipped": self.skipped, **fields}
         result["markdown"] = markdown(result)
         result["wall_time_s"] = round(time.perf_counter() - self.t0, 2)
         jsonable(result)

@@ -182,7 +182,7 @@ class AugCache:
         for s in items:
             p = self.path(method, s, params)
             if p.is_file():
-                d = torch.load(p, weights_only=True)
+                d = torch.load(p, weights_only=True, mmap=True)       # the tensors stay on disk
                 if d.get("source") != s.digest:
                     continue
                 n += int(d["images"].shape[0])

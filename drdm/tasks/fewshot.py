@@ -37,7 +37,7 @@ from .augcache import AugCache, Slice, method_params, prepare_slices, slice_seed
 from ._common import log, num_threads, paired_difference, pick_device, summary
 from .segmentation import METHOD_NAMES as _SEG_NAMES, METHODS, STRUCTURES
 
-__all__ = ["FewShotProtocol", "PROTOCOLS", "split_subjects", "run_fewshot", "summarise", "fewshot_markdown",
+__all__ = ["FewShotProtocol", "PROTOCOLS", "vendor_split", "run_fewshot", "summarise", "fewshot_markdown",
            "fewshot_verdict", "STRUCTURES", "METHODS"]
 
 #: the few-shot tables name the baseline "none" (Table 2 writes N/A)
@@ -101,7 +101,7 @@ PROTOCOLS = {
 
 # ---------------------------------------------------------------- subjects
 
-def split_subjects(slices: Sequence[Slice], n_test: int, n_val: int, seed: int = 0) -> dict[str, list[str]]:
+def vendor_split(slices: Sequence[Slice], n_test: int, n_val: int, seed: int = 0) -> dict[str, list[str]]:
     """``{"test", "val", "order"}`` subject ids, drawn per vendor in turn.
 
     Inside each vendor the sorted subjects are shuffled by ``numpy.random.default_rng(seed)``;
@@ -186,11 +186,6 @@ def _stack(items: Sequence[Slice]) -> tuple[torch.Tensor, torch.Tensor]:
     return imgs, labs
 
 
-def _counts(pred: np.ndarray, target: np.ndarray, v: int) -> tuple[int, int, int]:
-    p, t = pred == v, target == v
-    return int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
-
-
 def subject_scores(pred: torch.Tensor, target: torch.Tensor, subjects: Sequence[str], *,
                    surfaces: bool = True) -> dict[str, dict[str, dict[str, float]]]:
     """``{subject: {structure: {dice, sens, prec[, asd]}}}`` from slice predictions ``(N, 1, S, S)``.
@@ -208,7 +203,7 @@ def subject_scores(pred: torch.Tensor, target: torch.Tensor, subjects: Sequence[
         p, t = p_all[rows], t_all[rows]
         out[subj] = {}
         for name, v in STRUCTURES:
-            tp, fp, fn = _counts(p, t, v)
+            tp, fp, fn = metrics.confusion(p, t, v)
             row = {"dice": 2 * tp / max(2 * tp + fp + fn, 1), "sens": tp / max(tp + fn, 1),
                    "prec": tp / max(tp + fp, 1) if tp + fp else 0.0}
             if surfaces:
@@ -292,6 +287,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
             with the reason recorded.
         stop_after: stop after this many newly trained cells (tests simulate a killed run).
     """
+    from ..provenance import atomic_write
     prot = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
@@ -300,7 +296,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
     dev = pick_device(device)
     with num_threads(prot.threads):
         slices = prepare_slices(records, crop=prot.crop, size=prot.size, percentiles=prot.percentiles)
-        split = split_subjects(slices, prot.n_test, prot.n_val, prot.split_seed)
+        split = vendor_split(slices, prot.n_test, prot.n_val, prot.split_seed)
         if max(prot.labelled) > len(split["order"]):
             raise ValueError(f"{len(split['order'])} training subjects cannot give {max(prot.labelled)} labelled ones")
         by = {k: [s for s in slices if s.subject in set(v)] for k, v in split.items()}
@@ -333,7 +329,6 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
                         y = torch.cat([y] + [c[1] for c in extra])
                     rec = train_cell(prot, (x, y), val, test, seed=seed, device=dev, progress=progress)
                     rec.update(n_subjects=n, method=m, subjects=sorted(labelled), n_labelled_slices=len(items))
-                    from ..provenance import atomic_write
                     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rec)))
                     new += 1
                     log.info("fewshot %s: best val Dice %.3f at step %s, test Dice %.3f (%.0f s)", path.stem,

@@ -173,7 +173,6 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
         optimizer_step(opt, value)
         sched.step()
         state["running"].append(value.item())
-        hist["steps_run"] = k
         return {"loss": state["running"][-1]}
 
     def check(k, _):
@@ -192,7 +191,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
         return bool(patience) and state["since_best"] >= patience
 
     hooks = () if validate is None else (Every(eval_every, check),)
-    fit(step, steps, hooks=hooks, progress=progress, desc="train U-Net", postfix="loss")
+    hist["steps_run"] = fit(step, steps, hooks=hooks, progress=progress, desc="train U-Net", postfix="loss")
     best_state = state["best"]
     if best_state is not None:
         model.load_state_dict(best_state)
