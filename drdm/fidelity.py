@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from . import spatial
-from .sampling import (fast_layout, deform, field_stats, process_for, recovery_settings, recovery_step,
-                       sample_seed)
+from .evaluation import field_stats
+from .sampling import fast_layout, deform, process_for, recovery_settings, recovery_step, sample_seed
 
 __all__ = ["METRICS", "CRITERION", "release_reference", "sample_rows", "run", "compare", "format_table",
            "divergence"]

@@ -18,10 +18,20 @@ network voxel and ignores the padding.
 :class:`SliceGrid` does the same for every slice of a 3-D stack with a 2-D network, as
 the release augments cardiac short-axis stacks.
 
-:func:`drdm.sampling.deform_input` is the one function that runs Algorithm 2 through this
-map; ``drdm augment``, :class:`drdm.transforms.RandDRDMd` and
-``drdm.sampling.augment(grid=InputGrid(...))`` call it, so they agree to the voxel
-(``tests/test_one_path.py``, square, non-square and anisotropic).
+Every door from an image grid to a network's grid goes through this map:
+
+- :func:`drdm.sampling.deform_input` runs Algorithm 2 through it; ``drdm augment``,
+  :class:`drdm.transforms.RandDRDMd`, ``drdm.sampling.augment(grid=InputGrid(...))`` and the
+  segmentation tasks' DRDM copies call it, so they agree to the voxel
+  (``tests/test_one_path.py``, square, non-square and anisotropic);
+- :func:`drdm.sampling.registration_pairs` runs Algorithm 4 through it, for ``drdm synth``
+  and the registration task;
+- Table 1 (``drdm table1``, chapter 3) takes its images to the network grid with
+  ``InputGrid(..., isotropic=False, threshold=(None, None)).to_network``: the release's
+  protocol, each slice stretched to 256^2 and min-max scaled.
+
+:func:`drdm.sampling.deform` itself runs at the size of the image it is given (an image
+already on the network's grid).
 """
 from __future__ import annotations
 
@@ -54,8 +64,12 @@ class InputGrid:
     """The map between an input voxel grid and the network's isotropic padded grid.
 
     Args:
-        shape: input spatial shape (2 or 3 ints). spacing: mm per input axis.
-        size: network grid (ndim ints).
+        shape: input spatial shape (2 or 3 ints). spacing: mm per input axis (``None``:
+            isotropic voxels). size: network grid (ndim ints).
+        isotropic: ``False`` stretches every axis to the network grid (no padding; Table 1's
+            protocol, which resizes each slice to 256^2 whatever its aspect).
+        threshold: the intensity clip of :func:`drdm.data.preprocess` (``None``: its
+            0.5/99.5 percentiles; ``(None, None)``: plain min-max, as Table 1).
 
     Attributes:
         new: the resampled field of view inside the network grid (before padding).
@@ -63,17 +77,25 @@ class InputGrid:
         scale: input voxels per network voxel, per axis.
     """
 
-    def __init__(self, shape, spacing, size):
+    def __init__(self, shape, spacing, size, *, isotropic: bool = True, threshold=None):
         from .data import geometry
         self.shape = tuple(int(s) for s in shape)
-        self.spacing = tuple(float(s) for s in spacing)
+        self.spacing = (1.0,) * len(self.shape) if spacing is None else tuple(float(s) for s in spacing)
         self.size = tuple(int(s) for s in size)
-        self.new, self.pads, self.scale = geometry(self.shape, self.size, self.spacing, True)
+        self.isotropic, self.threshold = bool(isotropic), threshold
+        self.new, self.pads, self.scale = geometry(self.shape, self.size, self.spacing, self.isotropic)
+
+    @classmethod
+    def of(cls, net, shape, spacing=None, **kw) -> "InputGrid":
+        """The map from an input of ``shape`` to the grid ``net`` was trained on
+        (:func:`drdm.sampling.network_grid`)."""
+        from .sampling import network_grid
+        return cls(shape, spacing, network_grid(net), **kw)
 
     def to_network(self, image: np.ndarray) -> np.ndarray:
         """The input image on the network grid, in [0, 1] (:func:`drdm.data.preprocess`)."""
         from .data import preprocess
-        return preprocess(image, self.size, spacing=self.spacing, isotropic=True)
+        return preprocess(image, self.size, spacing=self.spacing, isotropic=self.isotropic, threshold=self.threshold)
 
     def ddf_to_input(self, ddf: torch.Tensor) -> torch.Tensor:
         """``(B, ndim, *size)`` network voxels -> ``(B, ndim, *shape)`` input voxels.

@@ -1,4 +1,4 @@
-"""Algorithms 2-4: instance deformation, augmentation and registration pairs, and Table 1.
+"""Algorithms 2-4: instance deformation, augmentation and registration pairs.
 
 Algorithm 2 (:func:`deform`): draw ``phi_{T':1}`` from the forward process, then
 for each recovery step predict ``psi_hat_t`` from the current image and compose
@@ -28,16 +28,12 @@ The loop is chaotic: a 1e-4-voxel change of ``phi_{T':1}`` moves the final field
 about a voxel, so two correct implementations agree step by step and in
 distribution, never sample by sample (book chapter 3, ``make fidelity``).
 
-Speed: the network's convolutions are over 80 % of the cost (about 0.2 s per
-256^2 recovery step on two CPU threads). On CPU, 2-D images of side >= 128 run the
-network in channels-last memory format by default (a converted copy; the caller's
-network is left as it is): about 1.3x faster, different float32 rounding, and the
-same distribution of recovered fields (``make fidelity``). Reduced precision was
-measured and rejected: with the release's weights, bfloat16 autocast of the U-Net
-doubles the mean recovered |phi| at T'=30 (2.4 % -> 4.7 % of the side on ACDC
-slices), so every field here stays float32. ``benchmarks/sampling.py`` prints the
-float32 ceiling of a machine: the network's FLOPs at the measured matrix-multiply
-peak.
+Speed: the network's convolutions are over 80 % of the cost (about 0.2 s per 256^2
+recovery step on two CPU threads). On CPU, 2-D images of side >= 128 run a channels-last
+copy of the network (the caller's is left as it is): about 1.3x faster, other float32
+rounding, the same distribution of fields (``make fidelity``). bfloat16 autocast was
+rejected: with the release's weights it doubles the mean recovered |phi| at T'=30, so every
+field stays float32. ``benchmarks/sampling.py`` prints a machine's float32 ceiling.
 """
 from __future__ import annotations
 
@@ -51,11 +47,8 @@ from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 
 __all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "fast_layout",
-           "network_input", "deform_input",
-           "field_stats", "DeformResult", "network_grid", "process_for", "deform", "augment", "registration_pairs", "table1", "label_survival",
-           "TABLE1_LEVELS"]
-
-TABLE1_LEVELS = (30, 45, 55, 65, 70)
+           "network_input", "deform_input", "DeformResult", "network_grid", "process_for", "deform",
+           "augment", "registration_pairs"]
 
 
 @dataclass(frozen=True)
@@ -166,8 +159,12 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
            process: ForwardProcess | None = None, recover: str = "level",
            settings: str | RecoverySettings | None = None,
            return_steps: bool = False, random_ddf: torch.Tensor | None = None,
-           channels_last: bool | None = None, grid=None) -> DeformResult:
-    """Algorithm 2: a plausible deformation of each image in the batch.
+           channels_last: bool | None = None) -> DeformResult:
+    """Algorithm 2: a plausible deformation of each image in the batch, on its own grid.
+
+    The image is taken to be on the network's grid already (a phantom, a preprocessed
+    slice). An image on its own voxel grid goes through :func:`deform_input` with a
+    :class:`drdm.grid.InputGrid`, the one map every entry point shares.
 
     Args:
         net: a :class:`~drdm.network.DRDMNet` (eval mode is set here).
@@ -183,13 +180,6 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
         random_ddf: use this ``phi_{T':1}`` instead of drawing one.
         channels_last: run a channels-last copy of the network (faster on CPU,
             different rounding); ``None``: on CPU for 2-D images of side >= 128.
-        grid: run the recovery on this grid (e.g. the one the network was trained
-            on, :func:`network_grid`): the image is stretched there corner-aligned and the
-            fields come back by :func:`drdm.spatial.resize_ddf`; ``image`` is still warped
-            at its own size. ``steps`` then hold network-grid images. For an image on its
-            own voxel grid, :func:`deform_input` with a :class:`drdm.grid.InputGrid` is the
-            map ``drdm augment``, ``RandDRDMd`` and ``augment(grid=InputGrid)`` share; the
-            downstream tasks still use this stretch, with which their recorded runs were made.
 
     Returns:
         :class:`DeformResult`.
@@ -200,19 +190,6 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
     if image.dim() - 2 != net.config.ndim:
         raise ValueError(f"a {image.dim() - 2}-D image for a {net.config.ndim}-D network")
     T = net.config.timesteps
-    if grid is not None and tuple(int(g) for g in grid) != tuple(image.shape[2:]):
-        grid = tuple(int(g) for g in grid)
-        if len(grid) != image.dim() - 2:
-            raise ValueError(f"grid must have {image.dim() - 2} sizes, got {grid}")
-        mode = "bilinear" if image.dim() == 4 else "trilinear"
-        small = torch.nn.functional.interpolate(image, size=grid, mode=mode, align_corners=True)
-        res = deform(net, small, level, generator=generator, process=process, recover=recover, settings=settings,
-                     return_steps=return_steps, channels_last=channels_last,
-                     random_ddf=None if random_ddf is None else spatial.resize_ddf(random_ddf, grid))
-        ddf = spatial.resize_ddf(res.ddf, image.shape[2:])
-        mode = recovery_settings(net, settings).image_mode
-        return DeformResult(ddf, spatial.resize_ddf(res.random, image.shape[2:]), spatial.warp(image, ddf, mode=mode),
-                            res.steps, res.settings)
     if not 0 <= int(level) < T:
         raise ValueError(f"level T' must lie in [0, {T - 1}] for this network (T={T}); got {level}")
     if recover not in ("level", "all"):
@@ -330,10 +307,10 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
         mode: interpolation of the image (``linear`` or ``bicubic`` in 2D; default: the
             recovery setting's, bicubic for the release's weights in 2-D); labels
             always use the label-safe warp (no invented values, dtype kept).
-        **kw: passed to :func:`deform` (``settings``, ``recover``, ``grid``, ...).
-            With ``grid=`` a :class:`drdm.grid.InputGrid` of the image, the image (any
-            intensities, one channel) goes through :func:`deform_input`, sample ``i`` of
-            level ``T'`` draws its field from ``sample_seed(seed, T', i)`` (as ``drdm augment``),
+        **kw: passed to :func:`deform` (``settings``, ``recover``, ...), which runs at the
+            image's own size. With ``grid=`` a :class:`drdm.grid.InputGrid` of the image, the
+            image (any intensities, one channel) goes through :func:`deform_input`, sample ``i``
+            of level ``T'`` draws its field from ``sample_seed(seed, T', i)`` (as ``drdm augment``),
             and the image is warped with border padding; ``generator`` is not used.
 
     Yields:
@@ -345,11 +322,14 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     mode = mode or recovery_settings(net, kw.get("settings")).image_mode
-    if hasattr(kw.get("grid"), "ddf_to_input"):          # an InputGrid: the one input-grid path
+    if "grid" in kw:                                       # an InputGrid: the one input-grid path
+        grid = kw.pop("grid")
+        if not hasattr(grid, "ddf_to_input"):
+            raise TypeError(f"grid must be a drdm.grid.InputGrid of the image, got {type(grid).__name__}")
         if generator is not None or image.shape[1] != 1:
             raise ValueError("augment with an InputGrid takes one channel and draws sample i of level T' from "
                              "sample_seed(seed, T', i): pass seed=, not generator=")
-        yield from _augment_input(net, image, label, levels, n, kw.pop("grid"), seed, mode, **kw)
+        yield from _augment_input(net, image, label, levels, n, grid, seed, mode, batch, **kw)
         return
     for level in levels:
         done = 0
@@ -365,135 +345,67 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
             done += b
 
 
-def _augment_input(net, image, label, levels, n, grid, seed, mode, settings=None, recover="level", **kw):
+def _augment_input(net, image, label, levels, n, grid, seed, mode, batch, settings=None, recover="level", **kw):
     if kw:
         raise TypeError(f"augment with an InputGrid takes settings and recover only, not {sorted(kw)}")
+    x = network_input(net, grid, image[0, 0].cpu().numpy(), image.device)
+    fp = process_for(net, x)
     for level in levels:
-        for i in range(n):
-            ddf_net, ddf = deform_input(net, grid, image[0, 0].cpu().numpy(), level,
-                                        [sample_seed(seed, int(level), i)], settings=settings, recover=recover,
-                                        device=image.device)
-            img = spatial.warp(image, ddf.to(image.dtype), mode=mode, padding_mode="border")
-            lab = None if label is None else spatial.warp(label, ddf.to(torch.float32), mode="label")
-            yield {"level": int(level), "index": i, "image": img, "label": lab, "ddf": ddf, "ddf_network": ddf_net}
+        for start in range(0, n, batch):
+            idx = range(start, min(n, start + batch))
+            ddf_net, ddf = deform_input(net, grid, None, level, [sample_seed(seed, int(level), i) for i in idx],
+                                        settings=settings, recover=recover, process=fp, network_image=x)
+            imgs = spatial.warp(image.expand(len(idx), *image.shape[1:]), ddf.to(image.dtype), mode=mode,
+                                padding_mode="border")
+            labs = None if label is None else spatial.warp(label.expand(len(idx), *label.shape[1:]),
+                                                           ddf.to(torch.float32), mode="label")
+            for j, i in enumerate(idx):
+                yield {"level": int(level), "index": i, "image": imgs[j:j + 1], "ddf": ddf[j:j + 1],
+                       "label": None if labs is None else labs[j:j + 1], "ddf_network": ddf_net[j:j + 1]}
 
 
 @torch.no_grad()
-def registration_pairs(net, image: torch.Tensor, pairs, *, generator=None, **kw):
-    """Algorithm 4: ``(I_mv, I_fx, phi_syn)`` for each ``(T'_aug, T'_syn)`` in ``pairs``.
+def registration_pairs(net, grid, image: np.ndarray | None, pair, seeds, *, settings=None, recover: str = "level",
+                       process: ForwardProcess | None = None, device=None,
+                       network_image: torch.Tensor | None = None) -> dict:
+    """Algorithm 4 for an image on its own voxel grid, through the one grid map (:mod:`drdm.grid`).
 
-    ``I_mv = phi_aug(I_0)``; ``phi_syn`` is generated from ``I_mv`` (Algorithm 2) and
-    ``I_fx = <phi_syn o phi_aug>(I_0)``, one resampling of the original. Warping
-    ``I_mv`` by ``phi_syn`` gives ``I_fx`` (up to interpolation), so ``phi_syn`` is the
-    registration target from fixed to moving in the pull-back convention.
-
-    Args:
-        image: ``(B, C, *S)``. Yields dicts ``t_aug``, ``t_syn``, ``moving``, ``fixed``,
-        ``ddf`` (``phi_syn``, voxels) and ``ddf_aug``.
-    """
-    for t_aug, t_syn in pairs:
-        aug = deform(net, image, t_aug, generator=generator, **kw)
-        moving = aug.image
-        syn = deform(net, moving, t_syn, generator=generator, **kw)
-        both = spatial.compose(syn.ddf, aug.ddf)
-        yield {"t_aug": int(t_aug), "t_syn": int(t_syn), "moving": moving,
-               "fixed": spatial.warp(image, both), "ddf": syn.ddf, "ddf_aug": aug.ddf}
-
-
-def field_stats(ddf: torch.Tensor) -> dict:
-    """Table 1's metrics per field: ``{"max_pct", "mean_pct", "negJ_pct"}``, each ``(B,)``
-    float64: max and mean |u| in % of the side, and % of voxels with ``det(I + grad u) < 0``
-    (``numpy.gradient`` differences, as the release evaluates them)."""
-    m = spatial.magnitude_stats(ddf.double())
-    return {"max_pct": m["max_pct"], "mean_pct": m["mean_pct"],
-            "negJ_pct": 100 * spatial.negative_jacobian_fraction(ddf.double())}
-
-
-@torch.no_grad()
-def table1(net, images: torch.Tensor, levels=TABLE1_LEVELS, *, seed: int = 0, batch: int = 8,
-           progress: bool = True, return_rows: bool = False, **kw) -> dict:
-    """Table 1: mean +- std over images of max and mean |phi| (% of the side) and |J|<0 (%).
-
-    For each level, both the random forward field ``phi_{T':1}`` and the generated
-    (recovered) field. Metrics: :func:`drdm.spatial.magnitude_stats` and
-    :func:`drdm.spatial.negative_jacobian_fraction` (central differences, the
-    release's evaluation definitions). Image ``i`` at level ``L`` draws its random
-    field from its own generator (:func:`sample_seed` of ``(seed, L, i)``), so the
-    numbers do not depend on ``batch``.
+    ``I_mv = phi_aug(I_0)``; ``phi_syn`` is generated from ``I_mv`` (Algorithm 2, on the
+    network grid) and ``I_fx = <phi_syn o phi_aug>(I_0)``, one resampling of the original:
+    warping ``I_mv`` by ``phi_syn`` gives ``I_fx`` up to interpolation, so ``phi_syn`` is the
+    registration target from fixed to moving (pull-back). ``drdm synth`` and the registration
+    task (:func:`drdm.tasks.registration.synthetic_pairs`) both call this.
 
     Args:
-        images: ``(N, C, *S)``; one sample per image and level.
-        return_rows: also return the per-image values, ``{level: {kind: {metric:
-            [N values]}}}``.
-        **kw: passed to :func:`deform` (``settings``, ``recover``, ...).
+        grid: the input's :class:`~drdm.grid.InputGrid` (or :class:`~drdm.grid.SliceGrid`).
+        image: the input's spatial array ``grid.shape``; unused with ``network_image``.
+        pair: ``(T'_aug, T'_syn)``. seeds: one per sample; sample ``j`` draws its
+            ``phi_aug`` and then its ``phi_syn`` random fields (all the slices of a stack at
+            once) from one generator seeded ``seeds[j]``.
+        process, network_image: as :func:`deform_input`.
 
     Returns:
-        ``{level: {"random": {metric: {"mean", "std"}}, "recovered": {...}}}``; with
-        ``return_rows``, the tuple ``(that, per_image)``.
+        ``{"aug", "syn", "both"}``: ``(k, ndim', *grid.shape)`` input-voxel fields of ``k``
+        samples (``both`` is ``phi_syn o phi_aug``, the fixed image's field), and ``"network"``:
+        the same three ``(k m, ndim, *grid.size)`` in network voxels.
     """
-    from tqdm.auto import tqdm
-    out, per_image = {}, {}
-    dev = images.device
-    total = len(levels) * ((images.shape[0] + batch - 1) // batch)
-    bar = tqdm(total=total, disable=not progress, desc="table1")
-    fp = process_for(net, images, kw.pop("process", None))
-    for level in levels:
-        rows = {"random": [], "recovered": []}
-        for i in range(0, images.shape[0], batch):
-            chunk = images[i:i + batch]
-            phi = torch.cat([fp.sample(torch.tensor([int(level)]),
-                                       torch.Generator(dev).manual_seed(sample_seed(seed, level, i + j)),
-                                       device=dev, dtype=images.dtype).phi for j in range(chunk.shape[0])])
-            res = deform(net, chunk, level, process=fp, random_ddf=phi, **kw)
-            rows["random"].append(field_stats(res.random))
-            rows["recovered"].append(field_stats(res.ddf))
-            bar.update(1)
-        cat = {kind: {k: torch.cat([r[k] for r in rs]) for k in ("max_pct", "mean_pct", "negJ_pct")}
-               for kind, rs in rows.items()}
-        per_image[int(level)] = {kind: {k: v.tolist() for k, v in m.items()} for kind, m in cat.items()}
-        out[int(level)] = {kind: {k: {"mean": v.mean().item(), "std": v.std().item() if v.numel() > 1 else 0.0}
-                                  for k, v in m.items()} for kind, m in cat.items()}
-    bar.close()
-    return (out, per_image) if return_rows else out
+    t_aug, t_syn = (int(t) for t in pair)
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    m = grid.images_per_sample
+    x = network_image if network_image is not None else network_input(net, grid, image, device)
+    fp = process_for(net, x, process)
+    gens = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+    k = len(gens)
 
+    def draw(level):
+        return torch.cat([fp.sample(torch.full((m,), level), g, device=device, dtype=x.dtype).phi for g in gens])
 
-@torch.no_grad()
-def label_survival(net, images: torch.Tensor, labels: torch.Tensor, levels=(30, 45), n: int = 4, *,
-                   seed: int = 0, batch: int = 4, progress: bool = True, **kw) -> dict:
-    """Label safety of Algorithm 3: do augmented label maps keep the input's label set?
-
-    For each image, level and sample, the label map is warped (label-safe) by a
-    generated DDF. Counted per level: samples with a value not in the input
-    (``new``, must be 0 by construction), samples where a label present in the
-    input vanished (``vanished``), and which labels vanished.
-
-    Args:
-        images: ``(N, C, *S)`` in [0, 1]; labels: ``(N, 1, *S)`` integer.
-        n: samples per image and level.
-
-    Returns:
-        ``{level: {"samples", "new", "vanished", "survival_pct", "vanished_by_label"}}``.
-    """
-    from tqdm.auto import tqdm
-    if labels.shape[0] != images.shape[0] or labels.shape[2:] != images.shape[2:]:
-        raise ValueError(f"labels {tuple(labels.shape)} do not match images {tuple(images.shape)}")
-    g = torch.Generator(images.device).manual_seed(seed)
-    out = {}
-    bar = tqdm(total=len(levels) * images.shape[0], disable=not progress, desc="label survival")
-    for level in levels:
-        row = {"samples": 0, "new": 0, "vanished": 0, "vanished_by_label": {}}
-        for i in range(images.shape[0]):
-            before = set(torch.unique(labels[i]).tolist())
-            for item in augment(net, images[i:i + 1], labels[i:i + 1], [level], n, generator=g, batch=batch, **kw):
-                after = set(torch.unique(item["label"]).tolist())
-                row["samples"] += 1
-                row["new"] += bool(after - before)
-                lost = sorted(before - after)
-                row["vanished"] += bool(lost)
-                for v in lost:
-                    row["vanished_by_label"][str(v)] = row["vanished_by_label"].get(str(v), 0) + 1
-            bar.update(1)
-        row["survival_pct"] = 100.0 * (row["samples"] - row["vanished"]) / max(row["samples"], 1)
-        out[int(level)] = row
-    bar.close()
+    phi_aug = draw(t_aug)
+    phi_syn = draw(t_syn)
+    aug = deform(net, x.repeat(k, *[1] * (x.dim() - 1)), t_aug, process=fp, random_ddf=phi_aug,
+                 settings=settings, recover=recover)
+    syn = deform(net, aug.image, t_syn, process=fp, random_ddf=phi_syn, settings=settings, recover=recover)
+    fields = {"aug": aug.ddf, "syn": syn.ddf, "both": spatial.compose(syn.ddf, aug.ddf)}
+    out = {name: torch.cat([grid.ddf_to_input(u[j * m:(j + 1) * m]) for j in range(k)]) for name, u in fields.items()}
+    out["network"] = fields
     return out

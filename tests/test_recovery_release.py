@@ -8,7 +8,8 @@ import torch
 
 from drdm import spatial
 from drdm.network import DRDMNet, NetworkConfig
-from drdm.sampling import (fast_layout, deform, recovery_settings, recovery_step, table1)
+from drdm.evaluation import table1
+from drdm.sampling import fast_layout, deform, recovery_settings, recovery_step
 from drdm.shared import absent_reason, official_checkpoint, official_dir
 
 OFFICIAL = official_dir()

@@ -8,7 +8,9 @@ import torch.nn.functional as F
 
 from drdm import spatial
 from drdm.network import DRDMNet, NetworkConfig
-from drdm.sampling import augment, deform, registration_pairs, table1
+from drdm.evaluation import table1
+from drdm.grid import InputGrid
+from drdm.sampling import augment, deform, process_for, registration_pairs
 from drdm.shared import absent_reason, mnms_dir, official_checkpoint, official_dir
 
 OFFICIAL = official_dir() or Path("/nonexistent")
@@ -67,11 +69,17 @@ def test_augment_keeps_labels_and_registration_pairs_compose():
         assert o["label"].dtype == lab.dtype
         assert set(o["label"].unique().tolist()) <= {0, 1, 2, 3}
         assert torch.equal(o["label"], spatial.warp(lab, o["ddf"], mode="label"))
-    pairs = list(registration_pairs(net, img, [(5, 3)], generator=torch.Generator().manual_seed(2)))
-    p = pairs[0]
-    assert torch.allclose(p["fixed"], spatial.warp(img, spatial.compose(p["ddf"], p["ddf_aug"])))
+    grid = InputGrid((32, 32), None, (32, 32))             # the image is on the network grid: an identity map
+    p = registration_pairs(net, grid, im, (5, 3), [2, 3])
+    assert p["aug"].shape == p["syn"].shape == p["both"].shape == (2, 2, 32, 32)
+    torch.testing.assert_close(p["both"], spatial.compose(p["syn"], p["aug"]), atol=1e-5, rtol=0)
+    moving, fixed = spatial.warp(img.expand(2, -1, -1, -1), p["aug"]), spatial.warp(img.expand(2, -1, -1, -1), p["both"])
     # fixed is moving warped by phi_syn, up to the blur of the second resampling
-    assert (spatial.warp(p["moving"], p["ddf"]) - p["fixed"]).abs().mean() < 0.02
+    assert (spatial.warp(moving, p["syn"]) - fixed).abs().mean() < 0.02
+    # sample j depends on its own seed only
+    one = registration_pairs(net, grid, im, (5, 3), [3])
+    torch.testing.assert_close(one["syn"][0], p["syn"][1], atol=1e-6, rtol=0)
+    assert (p["syn"][0] - p["syn"][1]).abs().max() > 1e-3
 
 
 def test_shipped_phantom_model_recovers_random_fields():
@@ -107,7 +115,7 @@ def test_official_weights_table1_at_30():
 def test_label_survival_counts_vanished_and_new_labels():
     from drdm import load_pretrained
     from drdm.phantoms import cardiac_dataset
-    from drdm.sampling import label_survival
+    from drdm.evaluation import label_survival
     net = load_pretrained("phantom2d")
     S = net.train_config["image_size"]
     images, labels, _ = cardiac_dataset(3, S, seed=71_000)
@@ -151,28 +159,28 @@ def test_official_weights_table1_at_30_on_mnms():
     assert tab["recovered"]["negJ_pct"]["mean"] < tab["random"]["negJ_pct"]["mean"], tab
 
 
-def test_deform_on_the_network_grid_resamples_the_field():
-    """grid=: recovery runs on the network's grid; fields come back in image voxels."""
+def test_input_grid_path_recovers_on_the_network_grid_and_maps_fields_back():
+    """deform runs at the image's size; an image on another grid goes through its InputGrid."""
+    from drdm.sampling import deform_input
     net = DRDMNet(NetworkConfig(ndim=2)).eval()
     with torch.no_grad():
         net.conv_out.weight.zero_()
         net.conv_out.bias.zero_()                      # psi_hat = 0: the result is the random field
-    img = torch.rand(2, 1, 48, 48)
-    g = torch.Generator().manual_seed(0)
-    res = deform(net, img, 20, generator=g, grid=(32, 32))
-    assert res.ddf.shape == (2, 2, 48, 48) and res.random.shape == (2, 2, 48, 48)
-    assert torch.allclose(res.ddf, res.random, atol=1e-5)
-    assert torch.allclose(res.image, spatial.warp(img, res.ddf))
-    # vectors are rescaled with the grid: a field drawn on 32^2 is 47/31 larger in 48^2 voxels
-    small = deform(net, torch.nn.functional.interpolate(img, size=(32, 32), mode="bilinear", align_corners=True),
-                   20, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(spatial.resize_ddf(small.ddf, (48, 48)), res.ddf, atol=1e-5)
-    assert res.ddf.abs().amax() == pytest.approx(small.ddf.abs().amax().item() * 47 / 31, rel=0.05)
-    same = deform(net, img, 5, generator=torch.Generator().manual_seed(1), grid=(48, 48))
-    plain = deform(net, img, 5, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(same.ddf, plain.ddf)
-    with pytest.raises(ValueError, match="grid must have 2 sizes"):
-        deform(net, img, 5, grid=(32, 32, 32))
+    img = torch.rand(48, 40).numpy()
+    for grid in (InputGrid((48, 40), None, (32, 32)), InputGrid((48, 40), None, (32, 32), isotropic=False)):
+        ddf_net, ddf_in = deform_input(net, grid, img, 20, [7, 8])
+        assert ddf_net.shape == (2, 2, 32, 32) and ddf_in.shape == (2, 2, 48, 40)
+        torch.testing.assert_close(ddf_in, grid.ddf_to_input(ddf_net), atol=0, rtol=0)
+        # the recovered field is the sample's own random field (psi_hat = 0), drawn on the network grid
+        fp = process_for(net, ddf_net)
+        phi = fp.sample(torch.tensor([20]), torch.Generator().manual_seed(8)).phi
+        torch.testing.assert_close(ddf_net[1:], phi, atol=1e-6, rtol=0)
+    # a stretched 48 x 40 image: network voxels are 1.5 and 1.25 input voxels along the two axes
+    assert grid.scale == [1.5, 1.25] and grid.pads == [(0, 0), (0, 0)]
+    with pytest.raises(TypeError):
+        deform(net, torch.from_numpy(img)[None, None], 5, grid=(32, 32))
+    with pytest.raises(TypeError, match="InputGrid"):
+        next(augment(net, torch.from_numpy(img)[None, None], None, [5], 1, grid=(32, 32)))
 
 
 def test_network_keeps_sampling_grids_in_float32_under_autocast():

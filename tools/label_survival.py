@@ -6,7 +6,7 @@ Reads the M&Ms subset and the release's checkpoint found by drdm.shared (skips w
 reason when absent), takes a seeded random choice of labelled short-axis slices over all
 subjects and both phases, preprocesses them to the network's 256^2 grid and counts,
 per T', augmented label maps with a value not in the input and maps where an input
-label vanished (drdm.sampling.label_survival). Writes results/cpu/label_survival.json.
+label vanished (drdm.evaluation.label_survival). Writes results/cpu/label_survival.json.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from drdm import data as D
 from drdm import shared
 from drdm.checkpoint import load_official
 from drdm.provenance import save_results
-from drdm.sampling import label_survival
+from drdm.evaluation import label_survival
 
 
 def main(argv=None):

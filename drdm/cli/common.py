@@ -13,7 +13,8 @@ from ..data import DataError
 from ..grid import InputGrid, SliceGrid, check_grid
 from ..outputs import DDF_CONVENTION, OutputDir, sha256_file
 from ..checkpoint import load as load_network, resolve as resolve_checkpoint
-from ..sampling import SETTINGS, field_stats, network_grid, recovery_settings
+from ..evaluation import field_stats
+from ..sampling import SETTINGS, network_grid, recovery_settings
 
 #: Phantom subjects for ``table1 --phantoms`` (training draws subjects from seed 10000 on).
 PHANTOM_SEED = 20_000
@@ -206,7 +207,7 @@ def warp_outputs(inputs: Inputs, ddf_in: torch.Tensor, grid):
 def field_metrics(ddf: torch.Tensor) -> dict:
     """Max and mean |u| (% of the side) and |J|<0 (%) of ``(B, ndim, *S)`` fields, over the
     whole batch (B > 1: the slices of a slice-wise sample, all of one size): Table 1's
-    per-field metrics (:func:`drdm.sampling.field_stats`), max of the maxima, mean of the rest."""
+    per-field metrics (:func:`drdm.evaluation.field_stats`), max of the maxima, mean of the rest."""
     st = field_stats(ddf)
     return {"max_pct": round(float(st["max_pct"].max()), 6), "mean_pct": round(float(st["mean_pct"].mean()), 6),
             "negJ_pct": round(float(st["negJ_pct"].mean()), 6)}

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from ..sampling import network_input, sample_seed
 from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics,
                      positive, run_record, setup, warp_outputs, write_sample)
@@ -33,7 +31,6 @@ def synth_names(ta: int, ts: int, index: int, with_label: bool) -> dict:
 
 def cmd_synth(args) -> int:
     """Algorithm 4: moving/fixed pairs with the registration target ``phi_syn``."""
-    from .. import spatial
     from ..sampling import registration_pairs
     net, inputs, grid, device = setup(args)
     T = net.config.timesteps
@@ -48,11 +45,9 @@ def cmd_synth(args) -> int:
               note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
         for key in job.todo():
             a, s, i = plan[key]
-            g = torch.Generator(device).manual_seed(sample_seed(args.seed, a, s, i))
-            r = next(registration_pairs(net, image_net, [(a, s)], generator=g, recover=args.recover,
-                                           settings=args.settings))
-            both = spatial.compose(r["ddf"], r["ddf_aug"])          # moving's field, then phi_syn
-            aug_in, both_in, syn_in = (grid.ddf_to_input(u) for u in (r["ddf_aug"], both, r["ddf"]))
+            r = registration_pairs(net, grid, None, (a, s), [sample_seed(args.seed, a, s, i)], recover=args.recover,
+                                   settings=args.settings, network_image=image_net)
+            aug_in, both_in, syn_in = r["aug"], r["both"], r["syn"]     # both: moving's field, then phi_syn
             mv, mv_lab = warp_outputs(inputs, aug_in, grid)
             fx, fx_lab = warp_outputs(inputs, both_in, grid)
             labels = {} if mv_lab is None else {"moving_label": mv_lab, "fixed_label": fx_lab}

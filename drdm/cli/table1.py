@@ -14,7 +14,8 @@ import torch
 from ..data import DataError
 from ..grid import check_grid
 from ..outputs import check_creatable, sha256_file, write_text
-from ..sampling import TABLE1_LEVELS, network_grid, recovery_settings
+from ..evaluation import TABLE1_LEVELS
+from ..sampling import network_grid, recovery_settings
 from .common import (PHANTOM_SEED, add_sampling_args, check_levels, device_for, levels_arg, load_network,
                      positive, resolve_checkpoint)
 
@@ -37,7 +38,8 @@ def check_out_file(path, overwrite: bool) -> Path | None:
 
 
 def table1_images(args, net, size) -> torch.Tensor:
-    from ..data import load_nifti, preprocess
+    from ..data import load_nifti
+    from ..grid import InputGrid
     nd = net.config.ndim
     if args.phantoms is not None:
         from ..phantoms import cardiac_dataset, thorax_dataset
@@ -53,9 +55,9 @@ def table1_images(args, net, size) -> torch.Tensor:
             if image.ndim == 3:                          # the middle slice of a volume
                 image, spacing = image[..., image.shape[-1] // 2], spacing[:2]
             # Table 1 protocol: stretched to the network grid, min-max per slice
-            image = preprocess(image, size, threshold=(None, None), isotropic=False)
+            image = InputGrid(image.shape, spacing, size, isotropic=False, threshold=(None, None)).to_network(image)
         elif image.ndim == 3:
-            image = preprocess(image, size, spacing=spacing, threshold=(None, None), isotropic=True)
+            image = InputGrid(image.shape, spacing, size, threshold=(None, None)).to_network(image)
         else:
             raise DataError(f"{path}: a 2-D image for a 3-D network")
         out.append(torch.from_numpy(image)[None])
@@ -73,7 +75,7 @@ def format_table(res: dict) -> str:
 
 def cmd_table1(args) -> int:
     """Table 1: displacement magnitude and folding of random and recovered fields per level."""
-    from ..sampling import table1
+    from ..evaluation import table1
     device = device_for(args.device)
     out_json = check_out_file(args.out, args.overwrite)
     out_csv = check_out_file(args.csv, args.overwrite)

@@ -32,6 +32,9 @@ __all__ = ["Slice", "prepare_slices", "AugCache", "slice_seed", "method_params",
 
 #: bump when the cached content changes meaning (part of every key)
 CACHE_FORMAT = 1
+#: the map DRDM copies are made through; copies made another way (before issue 15: a corner-aligned
+#: stretch to the network grid) have other keys and are made again
+DRDM_GRID = "InputGrid"
 
 
 @dataclass(frozen=True, eq=False)
@@ -207,7 +210,9 @@ def method_params(method: str, *, n_aug: int, seed: int, prep: dict, levels=(), 
         params["elastic"] = {k: v.default for k, v in inspect.signature(elastic).parameters.items()
                              if v.kind is inspect.Parameter.KEYWORD_ONLY}
     elif method == "drdm":
-        params.update(levels=[int(t) for t in levels], settings=settings, checkpoint=checkpoint_sha256)
+        # grid: the image-grid <-> network-grid map the copies went through (drdm.grid.InputGrid)
+        params.update(levels=[int(t) for t in levels], settings=settings, checkpoint=checkpoint_sha256,
+                      grid=DRDM_GRID)
     else:
         raise ValueError(f"no augmented copies for method {method!r}")
     return params

@@ -237,8 +237,17 @@ def run_key(prot: FewShotProtocol, slices: Sequence[Slice]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _cell(n: int, method: str, seed: int, sha: str | None) -> str:
-    return f"n{n}_{method}_s{seed}" + (f"_{sha[:12]}" if method == "drdm" and sha else "")
+def _cell(n: int, method: str, seed: int, tag: str | None) -> str:
+    return f"n{n}_{method}_s{seed}" + (f"_{tag[:12]}" if method == "drdm" and tag else "")
+
+
+def drdm_tag(prot: FewShotProtocol, net, checkpoint_sha256: str | None) -> str | None:
+    """What names a drdm cell: a hash of everything its copies depend on (checkpoint, levels,
+    setting, grid map), so a cell trained on other copies is never read as this run's."""
+    if net is None:
+        return None
+    params = copy_params("drdm", prot, net=net, checkpoint_sha256=checkpoint_sha256)
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def train_cell(prot: FewShotProtocol, train_pool, val, test, *, seed: int, device, progress=False) -> dict:
@@ -312,13 +321,14 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
         key = run_key(prot, slices)
         cell_dir = work / "cells" / key
         cache = AugCache(work / "aug")
+        tag = drdm_tag(prot, net, sha)
         new = 0
         for seed in prot.seeds:
             for n in sorted(prot.labelled, reverse=True):
                 labelled = set(split["order"][:n])
                 items = [s for s in slices if s.subject in labelled]
                 for m in methods:
-                    path = cell_dir / f"{_cell(n, m, seed, sha)}.json"
+                    path = cell_dir / f"{_cell(n, m, seed, tag)}.json"
                     if path.is_file() or (stop_after is not None and new >= stop_after):
                         continue
                     x, y = _stack(items)
@@ -338,8 +348,8 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
         items = [s for s in slices if s.subject in set(split["order"][:max(prot.labelled)])]
         made = {m: cache.recorded(m, items, copy_params(m, prot, net=net, checkpoint_sha256=sha))
                 for m in methods if m != "none"}
-    # exactly this run's cells (a drdm cell of another checkpoint has another name)
-    wanted = [cell_dir / f"{_cell(n, m, seed, sha)}.json" for seed in prot.seeds for n in prot.labelled for m in methods]
+    # exactly this run's cells (a drdm cell of other copies has another name)
+    wanted = [cell_dir / f"{_cell(n, m, seed, tag)}.json" for seed in prot.seeds for n in prot.labelled for m in methods]
     cells = [json.loads(p.read_text()) for p in wanted if p.is_file()]
     info = {"command": command, "protocol": dataclasses.asdict(prot), "run_key": key, "split": split,
             "n_slices": {k: len(v) for k, v in by.items()}, "skipped": skipped, "device": str(dev),

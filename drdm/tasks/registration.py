@@ -128,7 +128,10 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
     """``(moving, fixed, ddf)``, ``n`` per image, Algorithm 4's scheme.
 
     ``warp(moving, ddf)`` equals ``fixed`` up to interpolation: ``ddf`` is the
-    target of Eq. 20 in the pull-back convention.
+    target of Eq. 20 in the pull-back convention. DRDM pairs go through each image's
+    :class:`drdm.grid.InputGrid` to the network's training grid and back
+    (:func:`drdm.sampling.registration_pairs`, as ``drdm synth``); copy ``k`` of image ``i``
+    uses the level pair ``k mod len(drdm_pairs)`` and the seed ``sample_seed(seed, i, k)``.
     """
     g = torch.Generator().manual_seed(seed)
     mv, fx, dd = [], [], []
@@ -143,17 +146,22 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
             fx.append(spatial.warp(src, spatial.compose(syn, aug)))
             dd.append(syn)
         elif method == "drdm":
-            from ..sampling import network_grid, registration_pairs
-            counts = [sum(1 for k in range(n) if k % len(prof.drdm_pairs) == j) for j in range(len(prof.drdm_pairs))]
-            for pair, c in zip(prof.drdm_pairs, counts):       # copies of one level pair as one batch
-                if c == 0:
+            from ..grid import InputGrid
+            from ..sampling import network_input, recovery_settings, registration_pairs, sample_seed
+            grid = InputGrid.of(net, img.shape[2:])
+            x = network_input(net, grid, img[0, 0].cpu().numpy(), device)
+            mode = recovery_settings(net).image_mode
+            src = img.to(device)
+            for j, pair in enumerate(prof.drdm_pairs):           # copies of one level pair as one batch
+                idx = range(j, n, len(prof.drdm_pairs))
+                if not idx:
                     continue
-                src = img.to(device).expand(c, *img.shape[1:])
-                for item in registration_pairs(net, src, [tuple(pair)], generator=g, grid=network_grid(net),
-                                               channels_last=True):
-                    mv.append(item["moving"].cpu())
-                    fx.append(item["fixed"].cpu())
-                    dd.append(item["ddf"].cpu())
+                r = registration_pairs(net, grid, None, tuple(pair), [sample_seed(seed, i, k) for k in idx],
+                                       network_image=x)
+                many = src.expand(len(idx), *src.shape[1:])
+                mv.append(spatial.warp(many, r["aug"].to(src.dtype), mode=mode, padding_mode="border").cpu())
+                fx.append(spatial.warp(many, r["both"].to(src.dtype), mode=mode, padding_mode="border").cpu())
+                dd.append(r["syn"].cpu())
         else:
             raise ValueError(f"synthesis must be 'mrbs' or 'drdm', got {method!r}")
     return torch.cat(mv), torch.cat(fx), torch.cat(dd)

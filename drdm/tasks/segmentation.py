@@ -97,14 +97,14 @@ PROFILES = {
 # ---------------------------------------------------------------- augmentation
 
 def make_augmented(method: str, image: torch.Tensor, label: torch.Tensor, n: int, seed: int, *,
-                   net=None, levels: Sequence[int] = (20,), device="cpu", channels_last: bool = True,
-                   settings: str | None = None):
+                   net=None, levels: Sequence[int] = (20,), device="cpu", settings: str | None = None):
     """``n`` augmented copies ``(n, 1, *S)`` of one image ``(1, 1, *S)`` and its label.
 
-    ``seed`` fixes the copies (one generator per image and method). DRDM recovers
-    on the network's training grid (:func:`drdm.sampling.network_grid`) whatever
-    the image size, and its field is resampled to the image; ``settings`` picks the
-    recovery setting (default: the network's, :func:`drdm.sampling.recovery_settings`).
+    ``seed`` fixes the copies (one generator per image and method; for DRDM, copy ``i``
+    of level ``T'`` draws its field from ``sample_seed(seed, T', i)``). DRDM goes through the
+    image's :class:`drdm.grid.InputGrid` to the network's training grid and back, as
+    ``drdm augment`` does; ``settings`` picks the recovery setting (default: the network's,
+    :func:`drdm.sampling.recovery_settings`).
     """
     from ..baselines import BigAug, elastic
     g = torch.Generator().manual_seed(seed)
@@ -113,12 +113,13 @@ def make_augmented(method: str, image: torch.Tensor, label: torch.Tensor, n: int
     if method == "elastic":
         return elastic(image.expand(n, *image.shape[1:]), label.expand(n, *label.shape[1:]), g)
     if method == "drdm":
-        from ..sampling import augment, network_grid
+        from ..grid import InputGrid
+        from ..sampling import augment
         per = int(math.ceil(n / len(levels)))
         imgs, labs = [], []
-        # recovery on the network's own grid; the field is resampled to the image's
-        for item in augment(net, image.to(device), label.to(device), levels, per, generator=g,
-                            grid=network_grid(net), channels_last=channels_last, settings=settings):
+        grid = InputGrid.of(net, image.shape[2:])
+        for item in augment(net, image.to(device), label.to(device), levels, per, grid=grid, seed=seed,
+                            settings=settings):
             imgs.append(item["image"].cpu())
             labs.append(item["label"].cpu())
         return torch.cat(imgs)[:n], torch.cat(labs)[:n]
