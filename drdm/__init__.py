@@ -3,7 +3,8 @@
 Modules: :mod:`drdm.spatial` (warp, compose, Jacobian, units),
 :mod:`drdm.diffusion` (the forward process, paper and official readings),
 :mod:`drdm.network`, :mod:`drdm.losses`, :mod:`drdm.training` (Algorithm 1),
-:mod:`drdm.sampling` (Algorithms 2-4, Table 1, the release's recovery settings),
+:mod:`drdm.sampling` (Algorithms 2-4, the release's recovery settings),
+:mod:`drdm.evaluation` (Table 1, label survival),
 :mod:`drdm.fidelity` (against the release's own loop), :mod:`drdm.grid` (image grid <-> network
 grid), :mod:`drdm.outputs` (atomic files, manifests), :mod:`drdm.data`, :mod:`drdm.phantoms`,
 :mod:`drdm.metrics`, :mod:`drdm.baselines` (BigAug, elastic, MRBS), :mod:`drdm.tasks` (Tables 2, 3),

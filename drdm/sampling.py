@@ -322,8 +322,8 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
     if n <= 0:
         raise ValueError(f"n must be positive, got {n}")
     mode = mode or recovery_settings(net, kw.get("settings")).image_mode
-    if "grid" in kw:                                       # an InputGrid: the one input-grid path
-        grid = kw.pop("grid")
+    grid = kw.pop("grid", None)
+    if grid is not None:                                   # an InputGrid: the one input-grid path
         if not hasattr(grid, "ddf_to_input"):
             raise TypeError(f"grid must be a drdm.grid.InputGrid of the image, got {type(grid).__name__}")
         if generator is not None or image.shape[1] != 1:
@@ -390,6 +390,10 @@ def registration_pairs(net, grid, image: np.ndarray | None, pair, seeds, *, sett
         the same three ``(k m, ndim, *grid.size)`` in network voxels.
     """
     t_aug, t_syn = (int(t) for t in pair)
+    if net.config.in_channels != 1:
+        raise ValueError(f"the input-grid map feeds one channel; this network takes {net.config.in_channels}")
+    if not len(seeds):
+        raise ValueError("registration_pairs needs at least one seed (one per sample)")
     device = torch.device(device) if device is not None else next(net.parameters()).device
     m = grid.images_per_sample
     x = network_image if network_image is not None else network_input(net, grid, image, device)

@@ -8,7 +8,7 @@ The protocol (:class:`FewShotProtocol`; chapter 4 states every departure from Se
 2. Slices: :func:`drdm.tasks.augcache.prepare_slices` (centre crop, resize, percentile
    normalisation).
 3. Augmented copies (``n_aug`` per labelled slice: BigAug, its elastic part, DRDM's
-   Algorithm 3 on the network's own grid) come from :class:`~drdm.tasks.augcache.AugCache`,
+   Algorithm 3 through each slice's :class:`drdm.grid.InputGrid`) come from :class:`~drdm.tasks.augcache.AugCache`,
    generated once per slice and reused by every label count, training seed and re-run.
 4. Each cell ``(labelled subjects, method, seed)`` trains one U-Net (Eq. 17 BCE, Adam,
    the same step budget for every method), checks the validation subjects' Dice every
