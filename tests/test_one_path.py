@@ -54,3 +54,19 @@ def test_augment_cli_randdrdmd_and_sampling_give_one_ddf_and_label(shape, spacin
     assert np.array_equal(lab_lib, lab_cli) and np.array_equal(lab_t, lab_cli)
     # another index of the same run is another sample
     assert np.abs(items[0]["ddf"][0].numpy() - ddf_lib).max() > 1e-3
+
+
+def test_task_copies_are_augment_through_the_input_grid():
+    """The segmentation tasks' DRDM copies (make_augmented) are sampling.augment through the
+    slice's InputGrid with the same seed: the tasks take the same door as drdm augment."""
+    from drdm.tasks.segmentation import make_augmented
+    net = load("phantom2d")
+    img, lab = cardiac_phantom(2, 40)
+    img, lab = torch.from_numpy(img)[None, None], torch.from_numpy(lab)[None, None]
+    x, y = make_augmented("drdm", img, lab, 4, SEED, net=net, levels=(LEVEL, LEVEL + 5), settings="drdm")
+    grid = InputGrid((40, 40), None, network_grid(net))
+    items = list(augment(net, img, lab, [LEVEL, LEVEL + 5], 2, grid=grid, seed=SEED, settings="drdm"))
+    assert x.shape == (4, 1, 40, 40) and [(i["level"], i["index"]) for i in items] == [(10, 0), (10, 1), (15, 0), (15, 1)]
+    torch.testing.assert_close(x, torch.cat([i["image"] for i in items]), atol=1e-6, rtol=0)
+    assert torch.equal(y, torch.cat([i["label"] for i in items]))
+    assert (x[0] - x[1]).abs().max() > 1e-3
