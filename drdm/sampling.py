@@ -278,12 +278,7 @@ def deform_input(net, grid, image: np.ndarray, level: int, field_seeds, *, setti
         ``(ddf_net, ddf_in)``: ``(k m, ndim, *grid.size)`` network voxels and
         ``(k, ndim', *grid.shape)`` input voxels, for ``k`` samples of ``m`` network images each.
     """
-    if net.config.in_channels != 1:
-        raise ValueError(f"the input-grid map feeds one channel; this network takes {net.config.in_channels}")
-    device = torch.device(device) if device is not None else next(net.parameters()).device
-    m = grid.images_per_sample
-    x = network_image if network_image is not None else network_input(net, grid, image, device)
-    fp = process_for(net, x, process)
+    device, m, x, fp = _network_side(net, grid, image, device, process, network_image)
     fields = []
     for seeds in field_seeds:
         for s in ([seeds] if m == 1 else list(seeds)):
@@ -292,8 +287,25 @@ def deform_input(net, grid, image: np.ndarray, level: int, field_seeds, *, setti
     k = len(fields) // m
     res = deform(net, x.repeat(k, *[1] * (x.dim() - 1)), level, process=fp, recover=recover, settings=settings,
                  random_ddf=torch.cat(fields))
-    ddf_in = torch.cat([grid.ddf_to_input(res.ddf[j * m:(j + 1) * m]) for j in range(k)])
-    return res.ddf, ddf_in
+    return res.ddf, _to_input(grid, res.ddf)
+
+
+def _network_side(net, grid, image, device, process, network_image):
+    """``(device, m, x, fp)``: what both input-grid algorithms need on the network's side: the
+    image there (``network_image`` or :func:`network_input`), ``m`` network images per sample, and
+    the forward process."""
+    if net.config.in_channels != 1:
+        raise ValueError(f"the input-grid map feeds one channel; this network takes {net.config.in_channels}")
+    device = torch.device(device) if device is not None else next(net.parameters()).device
+    x = network_image if network_image is not None else network_input(net, grid, image, device)
+    return device, grid.images_per_sample, x, process_for(net, x, process)
+
+
+def _to_input(grid, u: torch.Tensor) -> torch.Tensor:
+    """``(k m, ndim, *size)`` network-voxel fields, ``m = grid.images_per_sample`` per sample ->
+    ``(k, ndim', *grid.shape)`` input voxels."""
+    m = grid.images_per_sample
+    return torch.cat([grid.ddf_to_input(u[j:j + m]) for j in range(0, u.shape[0], m)])
 
 
 @torch.no_grad()
@@ -390,14 +402,9 @@ def registration_pairs(net, grid, image: np.ndarray | None, pair, seeds, *, sett
         the same three ``(k m, ndim, *grid.size)`` in network voxels.
     """
     t_aug, t_syn = (int(t) for t in pair)
-    if net.config.in_channels != 1:
-        raise ValueError(f"the input-grid map feeds one channel; this network takes {net.config.in_channels}")
     if not len(seeds):
         raise ValueError("registration_pairs needs at least one seed (one per sample)")
-    device = torch.device(device) if device is not None else next(net.parameters()).device
-    m = grid.images_per_sample
-    x = network_image if network_image is not None else network_input(net, grid, image, device)
-    fp = process_for(net, x, process)
+    device, m, x, fp = _network_side(net, grid, image, device, process, network_image)
     gens = [torch.Generator(device).manual_seed(int(s)) for s in seeds]
     k = len(gens)
 
@@ -410,6 +417,6 @@ def registration_pairs(net, grid, image: np.ndarray | None, pair, seeds, *, sett
                  settings=settings, recover=recover)
     syn = deform(net, aug.image, t_syn, process=fp, random_ddf=phi_syn, settings=settings, recover=recover)
     fields = {"aug": aug.ddf, "syn": syn.ddf, "both": spatial.compose(syn.ddf, aug.ddf)}
-    out = {name: torch.cat([grid.ddf_to_input(u[j * m:(j + 1) * m]) for j in range(k)]) for name, u in fields.items()}
+    out = {name: _to_input(grid, u) for name, u in fields.items()}
     out["network"] = fields
     return out
