@@ -28,16 +28,33 @@ The loop is chaotic: a 1e-4-voxel change of ``phi_{T':1}`` moves the final field
 about a voxel, so two correct implementations agree step by step and in
 distribution, never sample by sample (book chapter 3, ``make fidelity``).
 
-Speed: the network's convolutions are over 80 % of the cost (about 0.2 s per 256^2
-recovery step on two CPU threads). On CPU, 2-D images of side >= 128 run a channels-last
-copy of the network (the caller's is left as it is): about 1.3x faster, other float32
-rounding, the same distribution of fields (``make fidelity``). bfloat16 autocast was
-rejected: with the release's weights it doubles the mean recovered |phi| at T'=30, so every
-field stays float32. ``benchmarks/sampling.py`` prints a machine's float32 ceiling.
+Paths (``path=``): how the network is run; all give the same distribution of fields
+(``make fidelity``), never the same bits, since the loop is chaotic.
+
+``"fast"`` (the default on CPU for 2-D images of side >= 128): a channels-last copy of the
+    network whose U-Net pass is compiled by ``torch.compile`` (inductor: the norms, activations,
+    additions and concatenations fused around oneDNN's convolutions, the fused kernels single-threaded
+    so a sample's bits do not depend on the thread count), and on CPU the samples of a batch spread
+    over the intra-op threads, one sample per thread (narrow convolutions scale poorly across
+    threads; samples do not). Where compilation is unavailable (no C++ compiler) it falls back to
+    ``"channels_last"`` with one warning, and says so in :attr:`DeformResult.path`.
+``"channels_last"``: the channels-last copy alone (the default before the fast path).
+``"plain"``: the network as given, one sample at a time on CPU, batched elsewhere.
+
+Why a sample at a time on CPU: batched convolutions round differently from single ones and the
+chaotic loop turns that into different samples, so CPU results never depend on the batch.
+bfloat16 autocast was rejected: with the release's weights it doubles the mean recovered |phi| at
+T'=30, so every field stays float32. ``benchmarks/sampling.py`` measures the paths against the
+release-style loop and prints a machine's float32 ceiling; book chapter 7 has the profile.
 """
 from __future__ import annotations
 
 import copy
+import os
+import threading
+import warnings
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,7 +63,7 @@ import torch
 from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 
-__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "fast_layout",
+__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "PATHS", "default_path", "fast_layout", "predictor",
            "network_input", "deform_input", "DeformResult", "network_grid", "process_for", "deform",
            "augment", "registration_pairs"]
 
@@ -103,14 +120,128 @@ def sample_seed(seed: int, *keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
+PATHS = ("fast", "channels_last", "plain")
+#: ``DRDM_FAST=0`` makes ``"plain"`` the default path everywhere (the fast path stays selectable)
+_FAST_ENV = "DRDM_FAST"
+
+
+def default_path(image: torch.Tensor) -> str:
+    """The default :data:`PATHS` entry for ``image`` ``(B, C, *S)``: ``"fast"`` on CPU for 2-D images
+    of side >= 128 (where it was measured faster, ``benchmarks/sampling.py``), else ``"plain"``."""
+    if os.environ.get(_FAST_ENV, "1") == "0":
+        return "plain"
+    big_2d = image.dim() == 4 and min(image.shape[2:]) >= 128
+    return "fast" if image.device.type == "cpu" and big_2d else "plain"
+
+
 def fast_layout(net, image, channels_last: bool | None):
     """A channels-last copy of ``net`` (or ``net`` itself) and the memory format to feed it."""
-    if channels_last is None:   # auto: where it was measured faster (CPU, 2-D, side >= 128)
-        channels_last = image.device.type == "cpu" and image.dim() == 4 and min(image.shape[2:]) >= 128
+    if channels_last is None:
+        channels_last = default_path(image) != "plain"
     if not channels_last:
         return net, None
     fmt = torch.channels_last if image.dim() == 4 else torch.channels_last_3d
     return copy.deepcopy(net).to(memory_format=fmt), fmt
+
+
+class _Fast:
+    """A channels-last copy of a network whose U-Net pass is compiled (module docstring, ``"fast"``).
+
+    Kept per network (:func:`predictor`) so that compilation happens once per process and input
+    shape; a change of the network's weights makes a new copy. Compilation of a new shape runs
+    in the calling thread, under a lock, before any worker thread uses it.
+    """
+    _lock = threading.Lock()
+
+    def __init__(self, net, fmt):
+        self.fingerprint = _fingerprint(net)
+        self.fmt = fmt
+        self.model = copy.deepcopy(net).to(memory_format=fmt).eval()
+        self.compiled = True
+        try:
+            # cpp.threads=1: the fused kernels' reductions never split across threads, so one
+            # sample gives the same bits whether it runs alone on 2 threads or in a worker on 1
+            self.model.unet = torch.compile(self.model.unet, dynamic=False, options={"cpp.threads": 1})
+        except Exception as e:     # pragma: no cover - torch builds without dynamo
+            self._fallback(e)
+        self.shapes = set()
+
+    def _fallback(self, err):
+        warnings.warn(f"drdm: torch.compile is unavailable here ({type(err).__name__}: {err}); the fast "
+                      "path runs the channels-last network uncompiled", RuntimeWarning, stacklevel=3)
+        self.model.unet = type(self.model).unet.__get__(self.model)
+        self.compiled = False
+
+    @property
+    def path(self) -> str:
+        return "fast" if self.compiled else "channels_last"
+
+    def prepare(self, x, t):
+        """Compile for ``x``'s shape now, in this thread, once: for this thread's thread count and
+        for the workers' one thread (dynamo's guards include the thread count)."""
+        threads = torch.get_num_threads()
+        key = (tuple(x.shape), x.dtype, x.device.type, torch.is_inference_mode_enabled(), threads)
+        if key in self.shapes:
+            return
+        with self._lock:
+            if key not in self.shapes:
+                try:
+                    for n in sorted({1, threads}):
+                        torch.set_num_threads(n)
+                        self(x, t)
+                except Exception as e:     # no C++ compiler, an inductor bug: run uncompiled
+                    if not self.compiled:
+                        raise
+                    self._fallback(e)
+                finally:
+                    torch.set_num_threads(threads)
+                self.shapes.add(key)
+
+    def __call__(self, x, t):
+        return self.model(x.contiguous(memory_format=self.fmt), t).contiguous()
+
+
+def _fingerprint(net) -> tuple:
+    return tuple((p.data_ptr(), p._version, p.device.type) for p in net.parameters())
+
+
+_FAST_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def predictor(net, image: torch.Tensor, path: str | None = None):
+    """``(predict, path)``: a callable ``(x, t) -> psi`` (voxels) running ``net`` on images like
+    ``image`` along ``path`` (:data:`PATHS`; ``None``: :func:`default_path`), and the path it
+    really takes (``"fast"`` falls back to ``"channels_last"`` where it cannot compile).
+    The caller's network is never modified."""
+    path = default_path(image) if path is None else path
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+    if path == "plain":
+        return (lambda x, t: net(x, t).contiguous()), path
+    fmt = torch.channels_last if image.dim() == 4 else torch.channels_last_3d
+    if path == "channels_last":
+        model, _ = fast_layout(net, image, True)
+        return (lambda x, t: model(x.contiguous(memory_format=fmt), t).contiguous()), path
+    fast = _FAST_CACHE.get(net)
+    if fast is None or fast.fingerprint != _fingerprint(net):
+        fast = _FAST_CACHE[net] = _Fast(net, fmt)
+    return fast, fast.path
+
+
+def _per_sample(fn, n: int, spread: bool):
+    """``[fn(0), ..., fn(n-1)]``; with ``spread``, over ``torch.get_num_threads()`` worker threads
+    that each run one intra-op thread (grad mode is per thread: workers run without it)."""
+    workers = min(n, torch.get_num_threads()) if spread else 1
+    if workers <= 1:
+        return [fn(i) for i in range(n)]
+
+    def task(i):
+        if torch.get_num_threads() != 1:
+            torch.set_num_threads(1)          # this worker thread only
+        with torch.no_grad():
+            return fn(i)
+    with ThreadPoolExecutor(workers, thread_name_prefix="drdm-sample") as pool:
+        return list(pool.map(task, range(n)))
 
 
 @dataclass
@@ -123,12 +254,14 @@ class DeformResult:
         image: the original image warped by ``ddf`` (the setting's image warp).
         steps: optional list of ``(t, image)`` after each recovery step (figures).
         settings: the name of the :class:`RecoverySettings` used.
+        path: the :data:`PATHS` entry the network ran on.
     """
     ddf: torch.Tensor
     random: torch.Tensor
     image: torch.Tensor
     steps: list = field(default_factory=list)
     settings: str = "drdm"
+    path: str = "plain"
 
 
 def network_grid(net) -> tuple[int, ...]:
@@ -159,7 +292,7 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
            process: ForwardProcess | None = None, recover: str = "level",
            settings: str | RecoverySettings | None = None,
            return_steps: bool = False, random_ddf: torch.Tensor | None = None,
-           channels_last: bool | None = None) -> DeformResult:
+           path: str | None = None) -> DeformResult:
     """Algorithm 2: a plausible deformation of each image in the batch, on its own grid.
 
     The image is taken to be on the network's grid already (a phantom, a preprocessed
@@ -178,8 +311,9 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
             docstring); default: ``"release"`` for the release's weights, else ``"drdm"``.
         return_steps: keep the image after every recovery step (for figures).
         random_ddf: use this ``phi_{T':1}`` instead of drawing one.
-        channels_last: run a channels-last copy of the network (faster on CPU,
-            different rounding); ``None``: on CPU for 2-D images of side >= 128.
+        path: how the network runs, ``"fast"``, ``"channels_last"`` or ``"plain"`` (module
+            docstring); ``None``: :func:`default_path` (fast on CPU for 2-D sides >= 128).
+            Every path gives each sample the same bits whatever the batch.
 
     Returns:
         :class:`DeformResult`.
@@ -196,34 +330,33 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
         raise ValueError(f"recover must be 'level' or 'all', got {recover!r}")
     rs = recovery_settings(net, settings)
     net.eval()
-    run, fmt = fast_layout(net, image, channels_last)
-
-    # On CPU the network sees one image at a time: batched convolutions round differently
-    # from single ones, the chaotic loop turns that into different samples, and CPU gains
-    # nothing from batching (benchmarks/sampling.py). So CPU results never depend on the batch.
-    one_by_one = image.device.type == "cpu"
-
-    def predict(x, t):
-        if fmt is not None:
-            x = x.contiguous(memory_format=fmt)
-        if one_by_one and x.shape[0] > 1:
-            return torch.cat([run(x[i:i + 1], t[i:i + 1]).contiguous() for i in range(x.shape[0])])
-        return run(x, t).contiguous()
-
+    predict, taken = predictor(net, image, path)
     fp = process_for(net, image, process)
     B = image.shape[0]
     if random_ddf is None:
         random_ddf = fp.sample(torch.full((B,), int(level)), generator, device=image.device,
                                dtype=image.dtype).phi
-    phi = random_ddf
-    current = spatial.warp(image, phi, mode=rs.image_mode)
-    steps = [(int(level), current)] if return_steps else []
     first = int(level) - 1 if recover == "level" else T - 1
-    for t in range(first, -1, -1):
-        _, phi, current = recovery_step(predict, image, phi, current, t, rs)
-        if return_steps:
-            steps.append((t, current))
-    return DeformResult(phi, random_ddf, current, steps, rs.name)
+
+    def loop(img, phi):
+        current = spatial.warp(img, phi, mode=rs.image_mode)
+        steps = [(int(level), current)] if return_steps else []
+        for t in range(first, -1, -1):
+            _, phi, current = recovery_step(predict, img, phi, current, t, rs)
+            if return_steps:
+                steps.append((t, current))
+        return phi, current, steps
+
+    if image.device.type != "cpu":                    # batched on accelerators
+        phi, current, steps = loop(image, random_ddf)
+        return DeformResult(phi, random_ddf, current, steps, rs.name, taken)
+    # on CPU one sample at a time (module docstring), on the fast path one sample per thread
+    if hasattr(predict, "prepare"):
+        predict.prepare(image[:1], torch.full((1,), max(first, 0), device=image.device))
+    outs = _per_sample(lambda i: loop(image[i:i + 1], random_ddf[i:i + 1]), B, spread=taken == "fast")
+    steps = [(t, torch.cat([o[2][k][1] for o in outs])) for k, (t, _) in enumerate(outs[0][2])]
+    return DeformResult(torch.cat([o[0] for o in outs]), random_ddf, torch.cat([o[1] for o in outs]), steps,
+                        rs.name, taken)
 
 
 def recovery_step(net, image: torch.Tensor, phi: torch.Tensor, current: torch.Tensor, t: int,

@@ -9,7 +9,7 @@ import torch
 from drdm import spatial
 from drdm.network import DRDMNet, NetworkConfig
 from drdm.evaluation import table1
-from drdm.sampling import fast_layout, deform, recovery_settings, recovery_step
+from drdm.sampling import deform, predictor, recovery_settings, recovery_step
 from drdm.shared import absent_reason, official_checkpoint, official_dir
 
 OFFICIAL = official_dir()
@@ -28,8 +28,8 @@ def release():
 
 @needs_golden
 @pytest.mark.parametrize("level", [30, 45])
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_one_release_step_is_reproduced(release, level, layout):
+@pytest.mark.parametrize("path", ["plain", "channels_last", "fast"])
+def test_one_release_step_is_reproduced(release, level, path):
     """From the release's saved states, drdm's step (warp, network, compose, warp) lands on its outputs."""
     net, g = release
     rs = recovery_settings(net)
@@ -40,10 +40,8 @@ def test_one_release_step_is_reproduced(release, level, layout):
     assert t == level - 1                                               # time indices T'-1 ... 0
     warped = spatial.warp(image, phi, mode=rs.image_mode)
     assert (warped - torch.from_numpy(g[f"T{level}_warped"])).abs().max() <= 1e-3
-    model, fmt = fast_layout(net, image, layout == "channels_last")
-
-    def predict(x, tt):
-        return model(x if fmt is None else x.contiguous(memory_format=fmt), tt).contiguous()
+    predict, taken = predictor(net, image, path)
+    assert taken == path
     with torch.no_grad():
         psi, nxt, cur = recovery_step(predict, image, phi, torch.from_numpy(g[f"T{level}_warped"]), t, rs)
     assert (psi - torch.from_numpy(g[f"T{level}_psi"]) * S).abs().max() <= 5e-3
@@ -82,11 +80,41 @@ def test_settings_default_by_weights_and_are_recorded():
         deform(ours, img, 3, settings="official")
 
 
-def test_channels_last_leaves_the_callers_network_alone():
+@pytest.mark.parametrize("path", ["channels_last", "fast"])
+def test_the_fast_paths_leave_the_callers_network_alone(path):
     net = DRDMNet(NetworkConfig(ndim=2)).eval()
-    before = {k: v.stride() for k, v in net.state_dict().items()}
-    deform(net, torch.rand(1, 1, 128, 128), 1, generator=torch.Generator().manual_seed(0), channels_last=True)
-    assert {k: v.stride() for k, v in net.state_dict().items()} == before
+    before = {k: (v.stride(), v.clone()) for k, v in net.state_dict().items()}
+    res = deform(net, torch.rand(1, 1, 128, 128), 1, generator=torch.Generator().manual_seed(0), path=path)
+    assert res.path == path
+    after = net.state_dict()
+    assert all(after[k].stride() == s and torch.equal(after[k], v) for k, (s, v) in before.items())
+    assert "unet" not in vars(net)                                      # the compiled pass lives on a copy
+
+
+def test_the_fast_path_is_the_cpu_default_and_its_samples_ignore_batch_and_threads():
+    """Each sample runs alone, on one thread in a worker or on two in the caller, with the fused
+    kernels single-threaded: the same bits whatever the batch and the thread count."""
+    from drdm.sampling import default_path
+    net = DRDMNet(NetworkConfig(ndim=2), generator=torch.Generator().manual_seed(1)).eval()
+    images = torch.rand(3, 1, 128, 128, generator=torch.Generator().manual_seed(2))
+    assert default_path(images) == "fast" and default_path(images[..., :64, :64]) == "plain"
+    phi = None
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batch = deform(net, images, 4, generator=torch.Generator().manual_seed(3))
+        phi = batch.random
+        torch.set_num_threads(1)
+        alone = [deform(net, images[i:i + 1], 4, random_ddf=phi[i:i + 1]) for i in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    assert batch.path == "fast" and all(a.path == "fast" for a in alone)
+    assert all(torch.equal(a.ddf, batch.ddf[i:i + 1]) and torch.equal(a.image, batch.image[i:i + 1])
+               for i, a in enumerate(alone))
+    # and it is a recovery of the same random field as the plain path's, to float rounding on one step
+    one = deform(net, images[:1], 1, random_ddf=phi[:1, :, :, :], path="fast")
+    ref = deform(net, images[:1], 1, random_ddf=phi[:1, :, :, :], path="plain")
+    assert (one.ddf - ref.ddf).abs().max() < 5e-3                        # voxels (fields of ~20 voxels)
 
 
 def test_table1_does_not_depend_on_batch():

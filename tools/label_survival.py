@@ -44,7 +44,7 @@ def main(argv=None):
     images = torch.from_numpy(np.stack([r.image for r in chosen])[:, None]).float()
     labels = torch.from_numpy(np.stack([r.label for r in chosen])[:, None].astype(np.int64))
     levels = [int(v) for v in args.levels.split(",")]
-    res = label_survival(load_official(ckpt), images, labels, levels, args.n, seed=args.seed, batch=args.n, channels_last=True)
+    res = label_survival(load_official(ckpt), images, labels, levels, args.n, seed=args.seed, batch=args.n, path="channels_last")
     for level, row in res.items():
         print(f"T'={level}: {row['samples']} samples, new labels in {row['new']}, a label vanished in "
               f"{row['vanished']} ({row['survival_pct']:.1f} % survive; by label {row['vanished_by_label']})")
