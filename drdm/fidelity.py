@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,10 +31,10 @@ import torch
 
 from . import spatial
 from .evaluation import field_stats
-from .sampling import fast_layout, deform, process_for, recovery_settings, recovery_step, sample_seed
+from .sampling import deform, predictor, process_for, recovery_settings, recovery_step, sample_seed
 
-__all__ = ["METRICS", "CRITERION", "release_reference", "sample_rows", "run", "compare", "format_table",
-           "divergence"]
+__all__ = ["METRICS", "CRITERION", "release_reference", "sample_rows", "read_partial", "append_rows", "run",
+           "compare", "format_table", "divergence"]
 
 METRICS = ("rec_max", "rec_mean", "rec_negJ", "rnd_max", "rnd_mean", "rnd_negJ")
 CRITERION = {"rel": 0.10, "abs_negJ": 0.3, "k_se": 2.5}
@@ -47,50 +48,97 @@ def release_reference(official: Path) -> tuple[np.ndarray, list[str], dict]:
     return npz["inputs"].astype(np.float32), [str(n) for n in npz["names"]], stats
 
 
-def sample_rows(net, image: torch.Tensor, level: int, seed: int, index: int, settings=None,
-                channels_last=None) -> dict:
-    """One Algorithm-2 sample of a ``(1, 1, S, S)`` image; the release's metrics of the
-    recovered (``rec_*``) and random (``rnd_*``) fields, in % (see ``recovery_stats.json``)."""
-    g = torch.Generator(image.device).manual_seed(sample_seed(seed, level, index))
-    res = deform(net, image, level, generator=g, settings=settings, channels_last=channels_last)
-    row = {}
-    for prefix, ddf in (("rec", res.ddf), ("rnd", res.random)):
-        st = field_stats(ddf)
-        row.update({f"{prefix}_{k}": float(st[v][0]) for k, v in _KEYS.items()})
-    row["settings"] = res.settings
-    return row
+def sample_rows(net, images: torch.Tensor, level: int, seed: int, indices, settings=None,
+                path=None) -> list[dict]:
+    """One Algorithm-2 sample of each ``(1, S, S)`` image of ``images`` ``(B, 1, S, S)`` (slice
+    ``indices[b]``, its own generator, so the rows do not depend on the batch); the release's
+    metrics of the recovered (``rec_*``) and random (``rnd_*``) fields, in % (see
+    ``recovery_stats.json``), with the setting and the path the network ran on."""
+    fp = process_for(net, images)
+    phi = torch.cat([fp.sample(torch.tensor([level]), torch.Generator(images.device).manual_seed(
+        sample_seed(seed, level, i)), device=images.device).phi for i in indices])
+    res = deform(net, images, level, process=fp, random_ddf=phi, settings=settings, path=path)
+    stats = {prefix: field_stats(ddf) for prefix, ddf in (("rec", res.ddf), ("rnd", res.random))}
+    return [{**{f"{prefix}_{k}": float(st[v][b]) for prefix, st in stats.items() for k, v in _KEYS.items()},
+             "settings": res.settings, "path": res.path} for b in range(len(indices))]
+
+
+def read_partial(partial: Path) -> list[dict]:
+    """The rows of a JSON-lines partial file; a last line cut short (a killed run, a full disk) is
+    dropped and cut from the file, so the next row starts on a line of its own."""
+    partial = Path(partial)
+    if not partial.exists():
+        return []
+    raw = partial.read_bytes()
+    rows, good = [], 0
+    for line in raw.splitlines(keepends=True):
+        try:
+            if line.strip():
+                rows.append(json.loads(line))
+        except ValueError:
+            break
+        if not line.endswith(b"\n"):
+            rows and line.strip() and rows.pop()        # complete JSON but no newline: rewrite it
+            break
+        good += len(line)
+    if good < len(raw):
+        with partial.open("r+b") as fh:
+            fh.truncate(good)
+    return rows
+
+
+def append_rows(partial: Path, rows: list[dict]) -> None:
+    """Append ``rows`` as whole lines; on any error the file is cut back to where it was."""
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    with Path(partial).open("ab") as fh:
+        start = fh.tell()
+        try:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        except BaseException:
+            fh.truncate(start)
+            raise
 
 
 def run(net, inputs: np.ndarray, names: list[str], partial: Path, levels=(30, 45), seeds=(0,),
-        limit: int | None = None, settings=None, channels_last=None, progress: bool = True) -> list[dict]:
+        limit: int | None = None, settings=None, path=None, progress: bool = True, batch: int | None = None) -> list[dict]:
     """One sample per input slice (``inputs`` ``(N, S, S)`` and ``names`` from
     :func:`release_reference`), level and run seed; rows are appended to ``partial`` (JSON
-    lines) as they finish, and rows already there are kept, so an interrupted run resumes."""
+    lines) as each batch finishes, and rows already there are kept, so an interrupted run resumes
+    (a full disk or lack of memory stops it with one line, :mod:`drdm.faults`). ``batch``: samples
+    per :func:`~drdm.sampling.deform` call (default twice the thread count: the fast path runs one
+    sample per thread); every sample has its own generator, so the rows do not depend on it."""
     from tqdm.auto import tqdm
+    from .faults import guard
     n = len(inputs) if limit is None else min(limit, len(inputs))
+    batch = batch or 2 * torch.get_num_threads()
     partial = Path(partial)
     done = {}
-    if partial.exists():
-        for line in partial.read_text().splitlines():
-            if line.strip():
-                r = json.loads(line)
-                r.setdefault("run_seed", 0)          # rows written before run seeds existed
-                done[(r["run_seed"], r["T_prime"], r["index"])] = r
+    for r in read_partial(partial):
+        r.setdefault("run_seed", 0)          # rows written before run seeds existed
+        done[(r["run_seed"], r["T_prime"], r["index"])] = r
     keys = [(sd, lv, i) for sd in seeds for lv in levels for i in range(n)]
     todo = [k for k in keys if k not in done]
     partial.parent.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=len(keys), initial=len(keys) - len(todo), disable=not progress,
-              desc="fidelity") as bar, partial.open("a") as fh:
-        for sd, lv, i in todo:
-            t0 = time.perf_counter()
-            img = torch.from_numpy(inputs[i])[None, None]
-            row = {"slice": names[i], "index": i, "T_prime": lv, "run_seed": sd, "seed": sample_seed(sd, lv, i),
-                   **sample_rows(net, img, lv, sd, i, settings, channels_last),
-                   "s": round(time.perf_counter() - t0, 2)}
-            fh.write(json.dumps(row) + "\n")
-            fh.flush()
-            done[(sd, lv, i)] = row
-            bar.update(1)
+    groups = {}
+    for sd, lv, i in todo:
+        groups.setdefault((sd, lv), []).append(i)
+    with tqdm(total=len(keys), initial=len(keys) - len(todo), disable=not progress, desc="fidelity") as bar:
+        for (sd, lv), idx in groups.items():
+            for c in range(0, len(idx), batch):
+                chunk = idx[c:c + batch]
+                with guard(f"fidelity samples T'={lv}, seed {sd}, slices {chunk[0]}-{chunk[-1]}"):
+                    t0 = time.perf_counter()
+                    img = torch.from_numpy(inputs[chunk])[:, None]
+                    made = sample_rows(net, img, lv, sd, chunk, settings, path)
+                    s = round((time.perf_counter() - t0) / len(chunk), 2)
+                    rows = [{"slice": names[i], "index": i, "T_prime": lv, "run_seed": sd,
+                             "seed": sample_seed(sd, lv, i), **r, "s": s} for i, r in zip(chunk, made)]
+                    append_rows(partial, rows)
+                for i, r in zip(chunk, rows):
+                    done[(sd, lv, i)] = r
+                bar.update(len(chunk))
     return [done[k] for k in keys]
 
 
@@ -150,10 +198,7 @@ def divergence(net, image: torch.Tensor, level: int, seed: int = 0, eps: float =
     g = torch.Generator(image.device).manual_seed(seed + 1)
     direction = torch.randn(phi0.shape, generator=g, device=image.device)
     direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    fast, fmt = fast_layout(net, image, True)
-
-    def channels_last(x, tt):
-        return fast(x.contiguous(memory_format=fmt), tt).contiguous()
+    channels_last, _ = predictor(net, image, "channels_last")
     runs = {"reference": (net, phi0), "perturbed": (net, phi0 + eps * direction), "channels_last": (channels_last, phi0)}
     states = {k: (phi, spatial.warp(image, phi, mode=rs.image_mode)) for k, (_, phi) in runs.items()}
     curves = {k: {"mean": [], "max": []} for k in ("perturbed", "channels_last")}
@@ -173,6 +218,7 @@ def divergence(net, image: torch.Tensor, level: int, seed: int = 0, eps: float =
 
 
 def main(argv=None) -> int:
+    from .faults import EXIT_STOPPED, RunStopped
     from .provenance import Timer, atomic_write, output_dir, save_results
     from .shared import absent_reason, official_checkpoint, official_dir
     from .checkpoint import load_official
@@ -183,7 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1", help="run seeds: one sample per slice, level and seed "
                     "(default 0,1: 80 samples per level against the release's 40)")
     ap.add_argument("--settings", default="release", choices=("release", "drdm"))
-    ap.add_argument("--channels-last", default="auto", choices=("auto", "on", "off"))
+    ap.add_argument("--path", default="auto", choices=("auto", "fast", "channels_last", "plain"),
+                    help="how the network runs (drdm.sampling.PATHS); auto: the default path (fast on CPU)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="results", help="results folder; files go to OUT/fidelity/")
     ap.add_argument("--chaos", action="store_true", help="also write the divergence curves (chaos.json)")
@@ -194,14 +241,19 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(args.threads)
     levels = tuple(int(v) for v in args.levels.split(","))
-    cl = {"auto": None, "on": True, "off": False}[args.channels_last]
+    path = None if args.path == "auto" else args.path
     net = load_official(ckpt)
-    tag = args.settings + ("" if cl is None else f"_cl{args.channels_last}")
+    tag = args.settings + ("" if path is None else f"_{path}")
     partial = output_dir(args.out) / "fidelity" / f"partial_{tag}.jsonl"
     inputs, names, stats = release_reference(official)
     timer = Timer()
     seeds = tuple(int(v) for v in args.seeds.split(","))
-    ours = run(net, inputs, names, partial, levels, seeds, args.limit, args.settings, cl)
+    try:
+        ours = run(net, inputs, names, partial, levels, seeds, args.limit, args.settings, path)
+    except RunStopped as e:
+        print(f"fidelity: {e}", file=sys.stderr)
+        return EXIT_STOPPED
+    paths = sorted({r.get("path", "?") for r in ours})
     rows = compare(ours, stats["per_slice"], levels)
     table = format_table(rows)
     per_seed = {sd: compare([r for r in ours if r["run_seed"] == sd], stats["per_slice"], levels) for sd in seeds}
@@ -213,7 +265,7 @@ def main(argv=None) -> int:
     device = "cpu, %d threads" % args.threads
     samples = [{k: v for k, v in r.items() if k != "s"} for r in ours]
     path = save_results(f"recovery_{tag}", {"command": command, "settings": args.settings,
-                                            "channels_last": args.channels_last, "criterion": CRITERION,
+                                            "path": paths, "criterion": CRITERION,
                                             "rows": rows, "verdict": verdict, "all_agree": ok, "seeds": list(seeds),
                                             "rows_by_seed": {str(k): v for k, v in per_seed.items()},
                                             "samples": samples},
@@ -221,7 +273,7 @@ def main(argv=None) -> int:
                         out_dir=args.out, data="release recovery_inputs (40 M&Ms slices)",
                         timings={"sample_seconds_total": sum(r["s"] for r in ours)})
     md = (f"# drdm ({args.settings} setting) against the release's own recovery loop\n\n"
-          f"Command: `{command}`. Criterion: |difference of means| <= max(10 % of the release's mean "
+          f"Command: `{command}`. drdm's network path: {', '.join(paths)} (`drdm.sampling.PATHS`). Criterion: |difference of means| <= max(10 % of the release's mean "
           f"(0.3 points for |J|<0), 2.5 SE of the difference). Metrics in % (of the side, or of pixels).\n\n"
           f"All {len(seeds)} run seeds pooled ({len(seeds)} samples per slice and level):\n\n"
           f"{table}\n\n**{verdict}**\n"
