@@ -108,6 +108,16 @@ def gzip_bad_crc(ws):
     return write(ws / "badcrc.nii.gz", bytes(data))
 
 
+def declares(ws, shape=(30000, 30000), dtype=np.float32, payload=200_000, name="huge.nii.gz"):
+    """A small .nii.gz whose header declares a huge image: ``payload`` bytes of random data follow it."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(dtype)
+    hdr["vox_offset"] = 352
+    raw = hdr.binaryblock + b"\0" * 4 + np.random.default_rng(0).bytes(payload)
+    return write(ws / name, gzip.compress(raw) if name.endswith(".gz") else raw)
+
+
 class _Payload:
     """Pickles as a call to os.getpid: weights_only loading must refuse it, not run it."""
 
@@ -378,6 +388,17 @@ CASES = [
          ValueError, "3-D image for a 2-D network"),
     Case("augment-n-zero", lambda ws, r: lambda: next(sampling.augment(r["net2"], torch.zeros(1, 1, 16, 16), None,
                                                                        [3], 0)), ValueError, "n must be positive"),
+    # -- hostile sizes (issue: bounded memory): refused from the header, before any allocation
+    Case("nifti-declares-more-than-it-holds", lambda ws, r: (lambda p: lambda: load_nifti(p))(
+        declares(ws, (900, 900))), DataError, "but the file holds"),
+    Case("nifti-raw-declares-more-than-it-holds", lambda ws, r: (lambda p: lambda: load_nifti(p))(
+        declares(ws, (900, 900), name="huge.nii")), DataError, "but the file holds"),
+    Case("nifti-declares-over-the-budget", lambda ws, r: (lambda p: lambda: load_nifti(p))(declares(ws)),
+         DataError, "over the"),
+    Case("cli-nifti-declares-30000-squared", lambda ws, r: aug(r, ws, image=declares(ws)), CLI, "declares"),
+    Case("cli-n-a-billion", lambda ws, r: aug(r, ws, n="1000000000"), CLI, "at most 10,000"),
+    Case("cli-n-times-levels", lambda ws, r: aug(r, ws, n="4000", levels="3,4,5"), CLI, "at most 10,000"),
+    Case("cli-synth-n-a-billion", lambda ws, r: [*synth(r, ws, "3:2"), "--n", "1000000000"], CLI, "at most 10,000"),
     Case("augment-batch", lambda ws, r: lambda: next(sampling.augment(r["net2"], torch.zeros(2, 1, 16, 16), None,
                                                                       [3], 1)), ValueError, "one image"),
 ]
@@ -432,3 +453,66 @@ def test_unwritable_folder_is_refused_even_where_chmod_cannot_tell(res, tmp_path
     assert main(aug(res, tmp_path / "ws")) == CLI
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not writable" in err and list(out.iterdir()) == []
+
+
+# ---------------------------------------------------------------- memory and disk (checked from outside)
+
+def _child(code: str, limit_gib: float = 6.0):
+    """Run ``code`` in a fresh interpreter whose address space is capped (a regression fails inside
+    the cap, not on the machine); returns (rc, stdout, stderr)."""
+    import subprocess
+    import sys
+    pre = ("import resource; "
+           f"resource.setrlimit(resource.RLIMIT_AS, ({int(limit_gib * 2 ** 30)}, {int(limit_gib * 2 ** 30)}))\n")
+    p = subprocess.run([sys.executable, "-c", pre + code], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_a_nifti_declaring_30000_squared_exits_2_with_one_line_and_little_memory(res, tmp_path):
+    """The issue's case: a small .nii.gz declaring a 30000 x 30000 float32 image (3.4 GiB)."""
+    path = declares(tmp_path)
+    assert path.stat().st_size < 1_000_000
+    out = tmp_path / "out"
+    rc, stdout, err = _child(
+        "import resource, sys\nfrom drdm.cli import main\n"
+        f"rc = main(['augment', '--checkpoint', {str(res['ck2'])!r}, '--image', {str(path)!r}, '--levels', '3', "
+        f"'--n', '1', '--out', {str(out)!r}, '--device', 'cpu'])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "declares a 30000 x 30000 float32" in lines[0], err
+    assert int(stdout.split()[-1]) / 1024 < 500, f"peak RSS {int(stdout.split()[-1]) / 1024:.0f} MiB"
+    assert not out.exists()
+
+
+def test_a_billion_samples_are_refused_before_anything_loads(tmp_path):
+    """Refused at once: the checkpoint and image named do not even exist, yet the message is about --n."""
+    rc, _, err = _child("import sys\nfrom drdm.cli import main\nsys.exit(main(['augment', '--checkpoint', "
+                        "'missing.pth', '--image', 'missing.nii.gz', '--levels', '3', '--n', '1000000000', "
+                        "'--out', 'o']))")
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "at most 10,000 samples" in lines[0], err
+
+
+def test_the_memory_budget_is_stated_and_overridable(tmp_path, monkeypatch):
+    from drdm.data.nifti import MAX_LOAD_MB, max_load_bytes
+    path = nifti(tmp_path / "img.nii.gz", np.zeros((64, 64), np.float32))
+    assert max_load_bytes() == MAX_LOAD_MB * 2 ** 20
+    load_nifti(path)
+    monkeypatch.setenv("DRDM_MAX_LOAD_MB", "0.01")                 # 10 KiB: a 64 x 64 float32 needs 32 KiB
+    with pytest.raises(DataError, match="over the 0.0 MiB budget.*DRDM_MAX_LOAD_MB"):
+        load_nifti(path)
+    monkeypatch.setenv("DRDM_MAX_LOAD_MB", "lots")
+    with pytest.raises(DataError, match="DRDM_MAX_LOAD_MB must be a number"):
+        load_nifti(path)
+
+
+def test_memory_error_while_loading_is_bad_input(tmp_path, monkeypatch):
+    path = nifti(tmp_path / "img.nii.gz", np.zeros((16, 16), np.float32))
+
+    def no_memory(*a, **k):
+        raise MemoryError
+    monkeypatch.setattr(nib, "load", no_memory)
+    with pytest.raises(DataError, match="not enough memory") as info:
+        load_nifti(path)
+    assert "\n" not in str(info.value)

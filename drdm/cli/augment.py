@@ -8,8 +8,8 @@ Geometry: :mod:`drdm.grid`; output folders: :mod:`drdm.outputs`.
 from __future__ import annotations
 
 from ..sampling import sample_seed
-from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics, levels_arg,
-                     positive, run_record, setup, warp_outputs, write_sample)
+from .common import (MAX_SAMPLES, SLICEWISE_HELP, Job, add_sampling_args, check_levels, check_total,
+                     field_metrics, levels_arg, positive, run_record, sample_count, setup, warp_outputs, write_sample)
 
 
 def augment_names(level: int, index: int, with_label: bool) -> dict:
@@ -23,6 +23,7 @@ def augment_names(level: int, index: int, with_label: bool) -> dict:
 def cmd_augment(args) -> int:
     """Algorithm 3: ``--n`` deformed copies of an image (and label) per level."""
     from ..sampling import deform_input, network_input, process_for
+    check_total(args.n, len(set(args.levels)), "levels")
     net, inputs, grid, device = setup(args)
     check_levels(args.levels, net.config.timesteps)
     levels = list(dict.fromkeys(int(v) for v in args.levels))
@@ -72,7 +73,8 @@ def add_arguments(p) -> None:
     p.add_argument("--image", required=True, help="input image (.nii or .nii.gz)")
     p.add_argument("--label", help="optional label map on the same grid (integer values)")
     p.add_argument("--levels", type=levels_arg, required=True, help="comma-separated T' values, e.g. 30,45")
-    p.add_argument("--n", type=positive, required=True, help="samples per level")
+    p.add_argument("--n", type=sample_count, required=True,
+                   help=f"samples per level (at most {MAX_SAMPLES:,} samples per run in all)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--batch", type=positive, default=8,
                    help="images per network call (default 8; with --slicewise each slice counts, and one "

@@ -64,6 +64,26 @@ def positive(text: str) -> int:
     return v
 
 
+#: most samples one ``augment`` / ``synth`` run makes (``--n`` x levels or pairs): the run's plan
+#: and manifest hold every sample, so a larger request is refused at once; split it into runs
+MAX_SAMPLES = 10_000
+
+
+def sample_count(text: str) -> int:
+    """An argparse type: a positive integer up to :data:`MAX_SAMPLES`."""
+    v = positive(text)
+    if v > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SAMPLES:,} samples per run, got {v:,}; split the "
+                                         "request into several runs (other --seed or --out)")
+    return v
+
+
+def check_total(n: int, groups: int, what: str) -> None:
+    """Refuse a run of more than :data:`MAX_SAMPLES` samples (``n`` per level or pair) at once."""
+    if n * groups > MAX_SAMPLES:
+        raise UsageError(f"--n {n} x {groups} {what} = {n * groups:,} samples; at most {MAX_SAMPLES:,} per run")
+
+
 def nonneg(text: str) -> int:
     """An argparse type: a non-negative integer."""
     try:

@@ -3,13 +3,16 @@
 Bad input ends with exit code 2 and one line on stderr (``drdm: error: ...``): every
 ``ValueError`` (the package's :class:`~drdm.data.DataError`,
 :class:`~drdm.checkpoint.CheckpointError` and :class:`UsageError` among them) and every
-``OSError`` a command raises; nothing partial is left behind. Ctrl-C exits with 130.
+``OSError`` a command raises; nothing partial is left behind. A long run stopped by a full disk
+or lack of memory (:class:`drdm.faults.RunStopped`) prints one line and exits with 75; re-running
+the command resumes. Ctrl-C exits with 130.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..faults import EXIT_STOPPED, RunStopped, exhausted
 from . import augment, experiment, fewshot, synth, table1, train
 from .common import command_parser, line
 
@@ -36,7 +39,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, OSError) as e:
+    except RunStopped as e:
+        print(f"drdm: {line(e)}", file=sys.stderr)
+        return EXIT_STOPPED
+    except (MemoryError, OSError) as e:
+        if exhausted(e) is None:
+            print(f"drdm: error: {line(e)}", file=sys.stderr)
+            return 2
+        print(f"drdm: stopped, {exhausted(e)}; finished outputs are kept, re-run the same command to resume",
+              file=sys.stderr)
+        return EXIT_STOPPED
+    except ValueError as e:
         print(f"drdm: error: {line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..sampling import network_input, sample_seed
-from .common import (SLICEWISE_HELP, Job, add_sampling_args, check_levels, field_metrics,
-                     positive, run_record, setup, warp_outputs, write_sample)
+from .common import (MAX_SAMPLES, SLICEWISE_HELP, Job, add_sampling_args, check_levels, check_total,
+                     field_metrics, run_record, sample_count, setup, warp_outputs, write_sample)
 
 
 def pairs_arg(text: str) -> list[tuple[int, int]]:
@@ -32,6 +32,7 @@ def synth_names(ta: int, ts: int, index: int, with_label: bool) -> dict:
 def cmd_synth(args) -> int:
     """Algorithm 4: moving/fixed pairs with the registration target ``phi_syn``."""
     from ..sampling import registration_pairs
+    check_total(args.n, len(set(map(tuple, args.pairs))), "pairs")
     net, inputs, grid, device = setup(args)
     T = net.config.timesteps
     pairs = list(dict.fromkeys((int(a), int(s)) for a, s in args.pairs))
@@ -67,7 +68,8 @@ def add_arguments(p) -> None:
     p.add_argument("--image", required=True)
     p.add_argument("--label")
     p.add_argument("--pairs", type=pairs_arg, required=True, help="T'_aug:T'_syn pairs, e.g. 30:10,45:15")
-    p.add_argument("--n", type=positive, default=1, help="pairs per T'_aug:T'_syn (default 1)")
+    p.add_argument("--n", type=sample_count, default=1,
+                   help=f"pairs per T'_aug:T'_syn (default 1; at most {MAX_SAMPLES:,} samples per run in all)")
     p.add_argument("--out", required=True)
     p.add_argument("--slicewise", action="store_true", help=SLICEWISE_HELP)
     add_sampling_args(p)

@@ -5,15 +5,18 @@ Errors are :class:`~drdm.data.records.DataError` with a one-line message ``"<fil
 from __future__ import annotations
 
 import gzip
+import io
+import math
+import os
 import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .records import Record, check_image, check_label, data_error, first_line, label_dtype
+from .records import DataError, Record, check_image, check_label, data_error, first_line, label_dtype
 
-__all__ = ["load_nifti", "save_nifti", "affine_from_spacing"]
+__all__ = ["load_nifti", "save_nifti", "affine_from_spacing", "MAX_LOAD_MB", "max_load_bytes"]
 
 
 def _squeeze_trailing(array: np.ndarray, spacing: tuple) -> tuple[np.ndarray, tuple]:
@@ -25,8 +28,47 @@ def _squeeze_trailing(array: np.ndarray, spacing: tuple) -> tuple[np.ndarray, tu
 
 # ---------------------------------------------------------------- NIfTI
 
+#: what one loaded image may take in memory (MiB): the file's own array plus the float32 copy
+#: returned; ``DRDM_MAX_LOAD_MB`` overrides it. A 512 x 512 x 1000 int16 CT needs 1.5 GiB.
+MAX_LOAD_MB = 4096
+
+
+def max_load_bytes() -> int:
+    """The memory budget of one :func:`load_nifti` call in bytes (:data:`MAX_LOAD_MB`, or the
+    ``DRDM_MAX_LOAD_MB`` environment variable)."""
+    text = os.environ.get("DRDM_MAX_LOAD_MB")
+    try:
+        mb = float(text) if text else MAX_LOAD_MB
+    except ValueError:
+        raise DataError(f"DRDM_MAX_LOAD_MB must be a number of MiB, got {text!r}") from None
+    return int(mb * 2 ** 20)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2 ** 20:,.1f} MiB"
+
+
+def _declared(path: Path, head: bytes):
+    """``(shape, dtype, data offset)`` from a NIfTI-1/2 header, or a one-line :class:`DataError`."""
+    import nibabel as nib
+    klass = nib.Nifti2Header if int.from_bytes(head[:4], "little") == 540 or \
+        int.from_bytes(head[:4], "big") == 540 else nib.Nifti1Header
+    try:
+        hdr = klass.from_fileobj(io.BytesIO(head[:klass.template_dtype.itemsize]), check=False)
+        shape = tuple(int(s) for s in hdr.get_data_shape())
+        dtype = np.dtype(hdr.get_data_dtype())
+        offset = int(hdr.get_data_offset())
+    except Exception as e:        # nibabel raises many kinds on a forged header
+        raise data_error(path, f"unreadable NIfTI header ({first_line(e)})") from None
+    if any(s < 0 for s in shape) or offset < 0:
+        raise data_error(path, f"impossible header: shape {shape}, data offset {offset}")
+    return shape, dtype, offset
+
+
 def _sniff_nifti(path: Path) -> None:
-    """Refuse non-NIfTI and broken gzip files with a clear reason before nibabel does."""
+    """Refuse non-NIfTI, broken gzip and over-large files with a clear reason before nibabel
+    allocates anything: the header's declared array (shape x dtype) must fit the memory budget
+    (:func:`max_load_bytes`) and must be held by the file (its size, or the gzip stream's length)."""
     try:
         with open(path, "rb") as f:
             magic = f.read(2)
@@ -43,21 +85,45 @@ def _sniff_nifti(path: Path) -> None:
         if not named_gz:
             raise data_error(path, "not a NIfTI file (gzip data in a file not named .gz)")
         try:
-            with gzip.open(path, "rb") as g:
-                head = g.read(544)
-                # read to the end so the CRC-32 is checked: nibabel reads only what the
-                # header asks for, and a corrupted payload would load as plausible numbers
-                while g.read(1 << 24):
-                    pass
+            g = gzip.open(path, "rb")
+            head = g.read(544)
         except (OSError, EOFError, zlib.error) as e:
             raise data_error(path, f"truncated or corrupt gzip ({first_line(e)})") from None
-    size_le = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
-    size_be = int.from_bytes(head[:4], "big") if len(head) >= 4 else 0
-    nifti1 = 348 in (size_le, size_be) and len(head) >= 348 and head[344:348] in (b"n+1\0", b"ni1\0")
-    nifti2 = 540 in (size_le, size_be) and len(head) >= 540 and head[4:8] in (b"n+2\0", b"ni2\0")
-    if not (nifti1 or nifti2):
-        what = "file too short for a header" if len(head) < 348 else "no NIfTI-1/2 header magic"
-        raise data_error(path, f"not a NIfTI file ({what})")
+    try:
+        size_le = int.from_bytes(head[:4], "little") if len(head) >= 4 else 0
+        size_be = int.from_bytes(head[:4], "big") if len(head) >= 4 else 0
+        nifti1 = 348 in (size_le, size_be) and len(head) >= 348 and head[344:348] in (b"n+1\0", b"ni1\0")
+        nifti2 = 540 in (size_le, size_be) and len(head) >= 540 and head[4:8] in (b"n+2\0", b"ni2\0")
+        if not (nifti1 or nifti2):
+            what = "file too short for a header" if len(head) < 348 else "no NIfTI-1/2 header magic"
+            raise data_error(path, f"not a NIfTI file ({what})")
+        shape, dtype, offset = _declared(path, head)
+        voxels = math.prod(shape)
+        declared = voxels * dtype.itemsize
+        need = declared + voxels * 4             # the file's array, then the float32 (or int) copy
+        budget = max_load_bytes()
+        if need > budget:
+            raise data_error(path, f"the header declares a {' x '.join(map(str, shape))} {dtype.name} image "
+                                   f"({_mib(declared)}); loading it needs about {_mib(need)}, over the "
+                                   f"{_mib(budget)} budget (DRDM_MAX_LOAD_MB raises it)")
+        if is_gz:
+            # read to the end: the CRC-32 is checked (nibabel reads only what the header asks
+            # for, and a corrupted payload would load as plausible numbers) and the length counted
+            held = len(head)
+            try:
+                while chunk := g.read(1 << 22):
+                    held += len(chunk)
+            except (OSError, EOFError, zlib.error) as e:
+                raise data_error(path, f"truncated or corrupt gzip ({first_line(e)})") from None
+        else:
+            held = path.stat().st_size
+    finally:
+        if is_gz:
+            g.close()
+    if max(held - offset, 0) < declared:
+        raise data_error(path, f"the header declares a {' x '.join(map(str, shape))} {dtype.name} image "
+                               f"({_mib(declared)}) but the file holds {_mib(max(held - offset, 0))} of data "
+                               "(truncated, or a forged header)")
 
 
 def load_nifti(path, *, label: bool = False, allow_empty: bool = False):
@@ -76,7 +142,9 @@ def load_nifti(path, *, label: bool = False, allow_empty: bool = False):
 
     Raises:
         DataError: one line naming the file and the reason (not NIfTI, truncated or
-        corrupt gzip, 4-D, NaN/Inf, non-integer or negative labels, empty label map).
+        corrupt gzip, a header declaring more data than the file holds or than the memory
+        budget allows (:func:`max_load_bytes`, checked before anything is allocated), 4-D,
+        NaN/Inf, non-integer or negative labels, empty label map, out of memory).
     """
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
@@ -86,21 +154,25 @@ def load_nifti(path, *, label: bool = False, allow_empty: bool = False):
         raise data_error(path, "no such file")
     _sniff_nifti(path)
     try:
-        img = nib.load(str(path), mmap=False)
-        data = np.asanyarray(img.dataobj)           # a fresh array (mmap=False)
-    except (EOFError, zlib.error, OSError, ValueError, ImageFileError) as e:
-        if path.name.lower().endswith(".gz"):
-            raise data_error(path, f"truncated or corrupt gzip ({first_line(e)})") from None
-        raise data_error(path, f"truncated or corrupt NIfTI file ({first_line(e)})") from None
-    zooms = img.header.get_zooms()
-    if data.ndim > 3 and any(s != 1 for s in data.shape[3:]):
-        raise data_error(path, f"{data.ndim}-D image {tuple(data.shape)}; expected 2-D or 3-D")
-    data, spacing = _squeeze_trailing(data, zooms)
-    affine = np.asarray(img.affine, dtype=np.float64)
-    if label:
-        data = check_label(path, data, allow_empty=allow_empty)
-    else:
-        data = check_image(path, data)
+        try:
+            img = nib.load(str(path), mmap=False)
+            data = np.asanyarray(img.dataobj)           # a fresh array (mmap=False)
+        except (EOFError, zlib.error, OSError, ValueError, ImageFileError) as e:
+            if path.name.lower().endswith(".gz"):
+                raise data_error(path, f"truncated or corrupt gzip ({first_line(e)})") from None
+            raise data_error(path, f"truncated or corrupt NIfTI file ({first_line(e)})") from None
+        zooms = img.header.get_zooms()
+        if data.ndim > 3 and any(s != 1 for s in data.shape[3:]):
+            raise data_error(path, f"{data.ndim}-D image {tuple(data.shape)}; expected 2-D or 3-D")
+        data, spacing = _squeeze_trailing(data, zooms)
+        affine = np.asarray(img.affine, dtype=np.float64)
+        if label:
+            data = check_label(path, data, allow_empty=allow_empty)
+        else:
+            data = check_image(path, data)
+    except MemoryError:
+        raise data_error(path, "not enough memory to load it (MemoryError); free memory or lower "
+                               "the image's size") from None
     return data, affine, spacing
 
 

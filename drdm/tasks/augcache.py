@@ -156,6 +156,7 @@ class AugCache:
         """``[(images, labels)]`` for ``items``, generating (``make(slice)``) only the misses."""
         import time
         from tqdm.auto import tqdm
+        from ..faults import guard
         from ..provenance import atomic_write
         paths = [self.path(method, s, params) for s in items]
         found = {}
@@ -168,13 +169,14 @@ class AugCache:
         self.hits += len(found)
         self.misses += len(todo)
         for i in tqdm(todo, desc=f"augment {method}", unit="slice", disable=not progress or not todo):
-            t0 = time.perf_counter()
-            imgs, labs = make(items[i])
-            seconds = time.perf_counter() - t0
-            data = {"images": imgs.detach().cpu().float().contiguous(),
-                    "labels": labs.detach().cpu().to(torch.uint8).contiguous(), "seconds": seconds,
-                    "source": items[i].digest}
-            atomic_write(paths[i], lambda tmp: torch.save(data, tmp))
+            with guard(f"{method} copies of slice {items[i].name}"):     # one line, no partial cache file
+                t0 = time.perf_counter()
+                imgs, labs = make(items[i])
+                seconds = time.perf_counter() - t0
+                data = {"images": imgs.detach().cpu().float().contiguous(),
+                        "labels": labs.detach().cpu().to(torch.uint8).contiguous(), "seconds": seconds,
+                        "source": items[i].digest}
+                atomic_write(paths[i], lambda tmp: torch.save(data, tmp))
             found[i] = data
             self.seconds += seconds
         return [(found[i]["images"], found[i]["labels"].long()) for i in range(len(items))]

@@ -296,6 +296,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
             with the reason recorded.
         stop_after: stop after this many newly trained cells (tests simulate a killed run).
     """
+    from ..faults import guard
     from ..provenance import atomic_write
     prot = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     unknown = sorted(set(methods) - set(METHODS))
@@ -331,15 +332,16 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
                     path = cell_dir / f"{_cell(n, m, seed, tag)}.json"
                     if path.is_file() or (stop_after is not None and new >= stop_after):
                         continue
-                    x, y = _stack(items)
-                    if m != "none":
-                        extra = copies(cache, m, items, prot, net=net, checkpoint_sha256=sha, device=dev,
-                                       progress=progress)
-                        x = torch.cat([x] + [c[0] for c in extra])
-                        y = torch.cat([y] + [c[1] for c in extra])
-                    rec = train_cell(prot, (x, y), val, test, seed=seed, device=dev, progress=progress)
-                    rec.update(n_subjects=n, method=m, subjects=sorted(labelled), n_labelled_slices=len(items))
-                    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rec)))
+                    with guard(f"few-shot cell {path.stem}"):      # full disk / no memory: one line, resumable
+                        x, y = _stack(items)
+                        if m != "none":
+                            extra = copies(cache, m, items, prot, net=net, checkpoint_sha256=sha, device=dev,
+                                           progress=progress)
+                            x = torch.cat([x] + [c[0] for c in extra])
+                            y = torch.cat([y] + [c[1] for c in extra])
+                        rec = train_cell(prot, (x, y), val, test, seed=seed, device=dev, progress=progress)
+                        rec.update(n_subjects=n, method=m, subjects=sorted(labelled), n_labelled_slices=len(items))
+                        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(rec)))
                     new += 1
                     log.info("fewshot %s: best val Dice %.3f at step %s, test Dice %.3f (%.0f s)", path.stem,
                              rec["history"]["best_val"], rec["history"]["best_step"], mean_dice(rec["test"]),

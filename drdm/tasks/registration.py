@@ -283,6 +283,13 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
         (synthesis, fine-tuning): DSC, ASD, HD, |J|<0 in per mille with mean/std/n,
         per-pair DSC and ASD), ``wilcoxon``, ``markdown`` (Table 3 layout), ``wall_time_s``.
     """
+    from ..faults import guard
+    with guard("the registration run (it writes its record only at the end)"):
+        return _run_registration(profile, data, synthesis, finetune, seeds, drdm_checkpoint, out_dir, device,
+                                 **overrides)
+
+
+def _run_registration(profile, data, synthesis, finetune, seeds, drdm_checkpoint, out_dir, device, **overrides):
     exp = Experiment("registration", PROFILES_3D if data == "thorax3d" else PROFILES, profile, overrides, seeds,
                      synthesis, SYNTHESIS, device)
     prof, seeds, synthesis, dev = exp.prof, exp.seeds, exp.methods, exp.device
