@@ -41,16 +41,24 @@ def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, scaler=
         optimizer.step()
 
 
+def _floats(values: dict) -> dict:
+    return {k: float(v) for k, v in values.items()}
+
+
 def fit(step: Callable[[int], dict], steps: int, *, start: int = 0, hooks: Sequence[Every] = (),
-        progress: bool = False, desc: str = "train", postfix: str | None = None) -> int:
+        progress: bool = False, desc: str = "train", postfix: str | None = None, check_every: int = 50) -> int:
     """Run ``step(k)`` for ``k = start + 1 .. steps``; returns the last step run.
 
     Args:
-        step: one optimisation step; returns a dict of floats (``"loss"`` among them, others
-            allowed). A non-finite value raises ``FloatingPointError`` naming the step.
+        step: one optimisation step; returns a dict of floats or 0-d tensors (``"loss"`` among
+            them). Tensors are read (one device synchronisation) only at the steps where a hook
+            is due, every ``check_every`` steps and at the last step, so a GPU is not stalled
+            every step; there a non-finite value raises ``FloatingPointError`` naming the step.
         steps: the total step count to reach (a resumed run passes its ``start``).
-        hooks: :class:`Every` hooks, called in order after the step.
-        progress: show a tqdm bar; ``postfix``: a key of the step's dict to show on it.
+        hooks: :class:`Every` hooks, called in order after the step with the values as floats.
+        progress: show a tqdm bar; ``postfix``: a key of the step's dict to show on it (updated
+            when the values are read).
+        check_every: the longest run of steps between two reads of the values.
     """
     from tqdm.auto import tqdm
     bar = tqdm(total=steps, initial=start, disable=not progress, desc=desc, unit="step", leave=False)
@@ -59,16 +67,19 @@ def fit(step: Callable[[int], dict], steps: int, *, start: int = 0, hooks: Seque
         while k < steps:
             k += 1
             values = step(k)
+            due = [h for h in hooks if k % max(h.n, 1) == 0 or k == steps]
+            bar.update(1)
+            if not due and k % max(check_every, 1) and k != steps:
+                continue
+            values = _floats(values)
             bad = {name: v for name, v in values.items() if not math.isfinite(v)}
             if bad:
                 raise FloatingPointError(f"non-finite loss at step {k}: {bad}")
-            bar.update(1)
             if postfix and postfix in values:
                 bar.set_postfix({postfix: f"{values[postfix]:.4f}"})
             stop = False
-            for h in hooks:
-                if k % max(h.n, 1) == 0 or k == steps:
-                    stop = bool(h.fn(k, values)) or stop
+            for h in due:
+                stop = bool(h.fn(k, values)) or stop
             if stop:
                 break
     finally:

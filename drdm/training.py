@@ -253,7 +253,7 @@ class Trainer:
         losses = drdm_loss(pred.float(), s.psi, coding=cfg.loss_coding, weights=cfg.loss_weights)
         optimizer_step(self.opt, losses["loss"], self.scaler)
         self.step += 1
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}
 
     def save(self):
         if self.rank != 0:

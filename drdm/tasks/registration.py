@@ -184,7 +184,7 @@ def pretrain(model: VoxelMorph, moving, fixed, ddf, *, steps: int, batch: int, l
         pred = model(moving[idx].to(dev), fixed[idx].to(dev))
         loss = F.mse_loss(pred, ddf[idx].to(dev)) + grad_weight * gradient_l1(pred)
         optimizer_step(opt, loss)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     fit(step, steps, desc="pre-train VoxelMorph")
     return model.eval()
@@ -209,7 +209,7 @@ def finetune_unsupervised(model: VoxelMorph, images: torch.Tensor, subjects: Seq
         u = model(mv, fx)
         loss = F.mse_loss(spatial.warp(mv, u), fx) + smooth_weight * gradient_l2(u)
         optimizer_step(opt, loss)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     fit(step, steps, desc="fine-tune VoxelMorph")
     return model.eval()
@@ -395,8 +395,10 @@ def _tests(rows: dict) -> dict:
     return out
 
 
-def verdict(result: dict, a: str = "drdm", b: str = "mrbs") -> list[str]:
-    """One line per fine-tuning setting: does ``a`` synthesis beat ``b`` on DSC (difference, 95 % CI, p)?"""
+def verdict(result: dict, a: str = "drdm", b: str = "mrbs", spread: dict | None = None) -> list[str]:
+    """One line per fine-tuning setting: does ``a`` synthesis beat ``b`` on DSC (difference, 95 % CI, p)?
+    ``spread``: ``{"<row a> vs <row b>": fraction}`` (:func:`drdm.tasks._common.phantom_spread`); a
+    difference inside it is no conclusion."""
     out = []
     for ft in (False, True):
         key = f"{_key(a, ft)} vs {_key(b, ft)}"
@@ -405,7 +407,8 @@ def verdict(result: dict, a: str = "drdm", b: str = "mrbs") -> list[str]:
         p = (result["wilcoxon"].get(key) or {}).get("dice")
         out.append(compare_sentence(f"{'fine-tuned on real pairs' if ft else 'synthetic pretraining only'}, "
                                     f"{SYNTH_NAMES[a]} minus {SYNTH_NAMES[b]}",
-                                    result.get("dice_difference", {}).get(key), p, unit="DSC points"))
+                                    result.get("dice_difference", {}).get(key), p, unit="DSC points",
+                                    spread=(spread or {}).get(key)))
     if not out:
         out.append(f"{SYNTH_NAMES[a]} or {SYNTH_NAMES[b]} was not run ({result.get('skipped') or 'not asked'}).")
     return out

@@ -172,7 +172,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
         value = loss_fn(model(x), y, n_classes)
         optimizer_step(opt, value)
         sched.step()
-        state["running"].append(value.item())
+        state["running"].append(value.detach())           # read at validation: no sync per step
         return {"loss": state["running"][-1]}
 
     def check(k, _):
@@ -180,7 +180,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
         with torch.no_grad():
             score = float(validate(model))
         hist["step"].append(k)
-        hist["train_loss"].append(sum(state["running"]) / len(state["running"]))
+        hist["train_loss"].append(float(torch.stack(state["running"]).mean()))
         hist["val"].append(score)
         state["running"] = []
         if hist["best_val"] is None or score > hist["best_val"]:
