@@ -221,29 +221,58 @@ def test_load_acdc_h5_volumes_and_slices(tmp_path):
     lab = np.transpose(label, (2, 0, 1)).astype(np.uint8)
     with h5py.File(tmp_path / "patient001_frame01.h5", "w") as f:
         f["image"], f["label"] = vol, lab
-    with h5py.File(tmp_path / "patient002_frame12.h5", "w") as f:
+    with h5py.File(tmp_path / "patient045_frame12.h5", "w") as f:
         f["image"], f["label"] = vol, lab
         f.attrs["spacing"] = [10.0, 1.5, 1.5]
     sdir = tmp_path / "slices"
     sdir.mkdir()
-    for k in range(3):
-        with h5py.File(sdir / f"patient003_frame01_slice_{k}.h5", "w") as f:
-            f["image"], f["label"] = vol[k], lab[k]                # slice 0 has an empty label: allowed
+    for k in range(vol.shape[0]):                            # numbered from 1, stored in any order
+        with h5py.File(sdir / f"patient083_frame02_slice_{k + 1}.h5", "w") as f:
+            f["image"], f["label"] = vol[k], lab[k]                # an empty slice label is allowed
     recs = data.load_acdc_h5(tmp_path)
-    by = {(r.subject, r.meta.get("slice")): r for r in recs}
-    assert len(recs) == 5
-    assert by[("patient001", None)].image.shape == (6, 40, 36)
-    assert by[("patient001", None)].spacing == (1.0, 1.0, 1.0)
-    assert by[("patient002", None)].spacing == (10.0, 1.5, 1.5)
-    assert by[("patient002", None)].meta["frame"] == 12
-    assert by[("patient003", 2)].image.shape == (40, 36) and by[("patient003", 2)].label.max() == 3
-    np.testing.assert_array_equal(by[("patient001", None)].label, lab)
+    by = {r.subject: r for r in recs}
+    assert len(recs) == 3
+    assert by["patient001"].image.shape == image.shape == (40, 36, 6)         # slices last, as NIfTI
+    assert by["patient001"].spacing == (1.0, 1.0, 1.0) and by["patient045"].spacing == (1.5, 1.5, 10.0)
+    assert (by["patient001"].phase, by["patient045"].phase, by["patient083"].phase) == ("ED", None, "ES")
+    assert by["patient045"].meta["frame"] == 12
+    assert [by[s].meta["group"] for s in ("patient001", "patient045", "patient083")] == ["DCM", "MINF", "RV"]
+    # the slice form restacks to exactly the volume form
+    np.testing.assert_array_equal(by["patient083"].image, by["patient001"].image)
+    np.testing.assert_array_equal(by["patient083"].label, by["patient001"].label)
+    assert by["patient083"].meta["slices"] == list(range(1, 7))
+    np.testing.assert_array_equal(by["patient001"].label, label)
+    cut = data.slices([by["patient083"]], skip_empty=False)
+    assert len(cut) == 6 and np.array_equal(cut[2].image, vol[2])
     bad = tmp_path / "patient009_frame01.h5"
     with h5py.File(bad, "w") as f:
         f["img"] = vol
     with pytest.raises(data.DataError) as e:
         data.load_acdc_h5(tmp_path)
     _one_line_error(e, bad, "no 'image' dataset")
+    bad.unlink()
+    with h5py.File(sdir / "patient001_frame01_slice_1.h5", "w") as f:
+        f["image"], f["label"] = vol[0], lab[0]
+    with pytest.raises(data.DataError, match="both the volume and the slice form"):
+        data.load_acdc_h5(tmp_path)
+
+
+def test_the_shared_acdc_slice_form_restacks_to_whole_frames():
+    from drdm.shared import acdc_slices_dir
+    root = acdc_slices_dir()
+    if root is None:
+        pytest.skip("no ../shared/data/acdc_slices")
+    sub = sorted((root / "slices").glob("patient003_frame0*_slice_*.h5"))
+    import shutil, tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        for p in sub:
+            shutil.copy(p, tmp)
+        recs = data.load_acdc_h5(tmp)
+    assert [(r.subject, r.phase) for r in recs] == [("patient003", "ED"), ("patient003", "ES")]
+    ed, es = recs
+    assert ed.image.shape[-1] == len(ed.meta["slices"]) == len(sub) // 2 and ed.meta["group"] == "DCM"
+    assert ed.image.min() == 0.0 and ed.image.max() == 1.0            # min-max per volume, not per slice
+    assert (ed.label == 3).sum() > (es.label == 3).sum()               # LV cavity larger at ED
 
 
 def test_load_learn2reg_lung_layout(tmp_path):
@@ -397,3 +426,26 @@ def test_save_nifti_writes_vector_fields_atomically(tmp_path):
     with pytest.raises(data.DataError, match="vector field"):
         data.save_nifti(tmp_path / "bad.nii.gz", u[..., 0], affine, vector=True)
     assert sorted(f.name for f in tmp_path.iterdir()) == ["ddf.nii.gz"]       # no temporary files left
+
+
+def test_the_stratified_split_is_disjoint_balanced_and_nests_its_labelled_sets():
+    groups = {f"patient{n:03d}": data.acdc_group(f"patient{n:03d}") for n in range(1, 101) if n % 10 not in (3, 7)}
+    assert len(groups) == 80 and {g for g in groups.values()} == {"DCM", "HCM", "MINF", "NOR", "RV"}
+    sp = data.stratified_split(groups, seed=0)
+    test, val, pool = set(sp["test"]), set(sp["val"]), set(sp["pool"])
+    assert not (test & val or test & pool or val & pool) and test | val | pool == set(groups)
+    assert len(test) == 20 and len(val) == 5 and len(pool) == 55
+    for name, per in (("test", 4), ("val", 1)):
+        counts = {}
+        for s in sp[name]:
+            counts[groups[s]] = counts.get(groups[s], 0) + 1
+        assert counts == dict.fromkeys(counts, per) and len(counts) == 5
+    draws = [set(d) for d in sp["draws"]]
+    assert len(draws) == 3 and all(len(d) == 5 and d <= pool for d in draws)
+    assert not (draws[0] & draws[1] or draws[0] & draws[2] or draws[1] & draws[2])
+    assert all(sorted(groups[s] for s in d) == sorted(set(groups.values())) for d in draws)   # one per group
+    large = set(sp["large"])
+    assert len(large) == 20 and set().union(*draws) <= large <= pool
+    assert data.stratified_split(groups, seed=0) == sp and data.stratified_split(groups, seed=1) != sp
+    with pytest.raises(ValueError, match="fewer than"):
+        data.stratified_split({k: v for k, v in list(groups.items())[:20]})      # 4 HCM subjects

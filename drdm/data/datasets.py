@@ -18,7 +18,7 @@ from .nifti import affine_from_spacing, load_nifti
 from .records import (ACDC_CONVENTION, LUNG_CONVENTION, MNMS_CONVENTION, Record, check_image, check_label,
                       check_pair, data_error, first_line)
 
-__all__ = ["load_acdc", "load_acdc_h5", "load_mnms", "load_nifti_folder", "load_learn2reg_lung", "MNMS_TO_ACDC"]
+__all__ = ["ACDC_GROUPS", "SSL4MIS_PHASES", "acdc_group", "load_acdc", "load_acdc_h5", "load_mnms", "load_nifti_folder", "load_learn2reg_lung", "MNMS_TO_ACDC"]
 
 
 def _require_dir(root) -> Path:
@@ -85,61 +85,114 @@ def load_acdc(root) -> list[Record]:
 _ACDC_NAME = re.compile(r"(patient\d+)(?:_frame(\d+))?(?:_slice_?(\d+))?")
 
 
-def load_acdc_h5(root) -> list[Record]:
-    """ACDC in the common preprocessed h5 form: one ``.h5`` per volume or slice.
+#: ACDC's training set is ordered by diagnosis, 20 subjects each (Bernard et al., 2018)
+ACDC_GROUPS = (("DCM", 1, 20), ("HCM", 21, 40), ("MINF", 41, 60), ("NOR", 61, 80), ("RV", 81, 100))
+#: the SSL4MIS h5 form renames ACDC's frames: frame01 is end-diastole, frame02 end-systole
+SSL4MIS_PHASES = {1: "ED", 2: "ES"}
 
-    Each file holds datasets ``image`` and (optionally) ``label``, stored as the
-    file has them (often ``(slices, H, W)`` for volumes, ``(H, W)`` for slices).
-    Subject and frame come from names like ``patient001_frame01.h5`` or
-    ``patient001_frame01_slice_3.h5``. ED/ES cannot be told from the name, so
-    ``phase`` is ``None`` (the frame is in ``meta``). Spacing is read from a
-    ``spacing`` dataset or attribute when present, else 1 mm per axis. Empty
-    label maps are allowed for single slices only.
-    """
+
+def acdc_group(subject: str) -> str | None:
+    """The disease group of an ACDC training subject from its number (``"patient045"`` -> ``"MINF"``):
+    dilated (DCM) or hypertrophic (HCM) cardiomyopathy, previous infarction (MINF), normal (NOR),
+    abnormal right ventricle (RV); ``None`` outside 1-100."""
+    m = re.search(r"(\d+)", subject)
+    n = int(m.group(1)) if m else -1
+    return next((g for g, lo, hi in ACDC_GROUPS if lo <= n <= hi), None)
+
+
+def _read_h5(path: Path):
     import h5py
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise data_error(path, f"not an HDF5 file ({first_line(e)})") from None
+    with f:
+        if "image" not in f:
+            raise data_error(path, f"no 'image' dataset (has {sorted(f.keys())}); expected 'image' and 'label'")
+        try:
+            image = f["image"][()]
+            label = f["label"][()] if "label" in f else None
+        except (OSError, KeyError, TypeError) as e:
+            raise data_error(path, f"unreadable dataset ({first_line(e)})") from None
+        spacing = None
+        for holder in (f, f.attrs, f["image"].attrs):
+            if "spacing" in holder:
+                spacing = np.asarray(holder["spacing"][()] if holder is f else holder["spacing"], dtype=float).ravel()
+                break
+    image = check_image(path, image)
+    if label is not None:
+        label = check_label(path, label, allow_empty=image.ndim == 2)
+        check_pair(path, path, image, label)
+    if spacing is None:
+        spacing = np.ones(image.ndim)
+    if len(spacing) < image.ndim:
+        raise data_error(path, f"spacing {tuple(spacing)} has fewer values than the image has axes {image.shape}")
+    return image, label, tuple(float(v) for v in spacing[:image.ndim])
 
+
+def load_acdc_h5(root) -> list[Record]:
+    """ACDC in the SSL4MIS h5 form: one record per (subject, frame), a volume ``(H, W, slices)``.
+
+    Either form, or both, anywhere under ``root``:
+
+    * the **volume form**, ``patient001_frame01.h5`` with ``image`` and ``label`` stored
+      ``(slices, H, W)``: the slice axis is moved last, as in the NIfTI layout (and the spacing
+      with it);
+    * the **slice form**, ``patient001_frame01_slice_S.h5`` with ``(H, W)`` datasets: a frame's
+      slices are restacked in order of ``S`` (base to apex as stored), which rebuilds exactly the
+      volume the volume form holds (SSL4MIS scales intensities per volume, not per slice).
+
+    Both forms of one frame in one folder are refused (which would be the data?). Phase: frame01
+    is end-diastole and frame02 end-systole (:data:`SSL4MIS_PHASES`, the SSL4MIS renaming); any
+    other frame number keeps ``phase=None``. ``meta``: ``frame``, ``group`` (:func:`acdc_group`),
+    ``slices`` (the slice numbers of a restacked frame). No spacing is stored in this form: a
+    ``spacing`` dataset or attribute is used when present, else 1 mm per axis.
+    """
     root = _require_dir(root)
     files = sorted(p for ext in ("*.h5", "*.hdf5") for p in root.rglob(ext))
     if not files:
         raise data_error(root, "no .h5 files found")
-    records = []
+    volumes, stacks = {}, {}
     for path in files:
-        try:
-            f = h5py.File(path, "r")
-        except OSError as e:
-            raise data_error(path, f"not an HDF5 file ({first_line(e)})") from None
-        with f:
-            if "image" not in f:
-                raise data_error(path, f"no 'image' dataset (has {sorted(f.keys())}); expected 'image' and 'label'")
-            try:
-                image = f["image"][()]
-                label = f["label"][()] if "label" in f else None
-            except (OSError, KeyError, TypeError) as e:
-                raise data_error(path, f"unreadable dataset ({first_line(e)})") from None
-            spacing = None
-            for holder in (f, f.attrs, f["image"].attrs):
-                if "spacing" in holder:
-                    spacing = np.asarray(holder["spacing"][()] if holder is f else holder["spacing"],
-                                         dtype=float).ravel()
-                    break
-        image = check_image(path, image)
-        if spacing is None:
-            spacing = np.ones(image.ndim)
-        if len(spacing) < image.ndim:
-            raise data_error(path, f"spacing {tuple(spacing)} has fewer values than the image has axes {image.shape}")
-        spacing = tuple(float(s) for s in spacing[:image.ndim])
-        if label is not None:
-            label = check_label(path, label, allow_empty=image.ndim == 2)
-            check_pair(path, path, image, label)
         m = _ACDC_NAME.search(path.stem)
         subject = m.group(1) if m else path.stem
-        meta = {}
-        if m and m.group(2):
-            meta["frame"] = int(m.group(2))
+        frame = int(m.group(2)) if m and m.group(2) else None
         if m and m.group(3):
-            meta["slice"] = int(m.group(3))
-        records.append(Record(image, label, spacing, affine_from_spacing(spacing), subject, None,
-                              "ACDC (h5)", ACDC_CONVENTION, str(path), meta))
+            stacks.setdefault((subject, frame), []).append((int(m.group(3)), path))
+        else:
+            volumes[(subject, frame)] = path
+    records = []
+    for key in sorted(set(volumes) | set(stacks), key=lambda k: (k[0], k[1] or 0)):
+        subject, frame = key
+        if key in volumes and key in stacks:
+            raise data_error(volumes[key], f"both the volume and the slice form of {subject} frame {frame} are here; "
+                                           "keep one")
+        meta = {"frame": frame, "group": acdc_group(subject)}
+        if key in volumes:
+            path = volumes[key]
+            image, label, spacing = _read_h5(path)
+            if image.ndim == 3:                       # (slices, H, W) -> (H, W, slices)
+                image = np.ascontiguousarray(np.moveaxis(image, 0, -1))
+                label = None if label is None else np.ascontiguousarray(np.moveaxis(label, 0, -1))
+                spacing = spacing[1:] + spacing[:1]
+        else:
+            parts = sorted(stacks[key])
+            numbers = [k for k, _ in parts]
+            if len(set(numbers)) != len(numbers):
+                raise data_error(parts[0][1], f"{subject} frame {frame}: slice numbers repeat")
+            read = [_read_h5(p) for _, p in parts]
+            shapes = {r[0].shape for r in read}
+            if len(shapes) != 1 or read[0][0].ndim != 2:
+                raise data_error(parts[0][1], f"{subject} frame {frame}: slices of different shapes {sorted(shapes)}")
+            path = parts[0][1]
+            image = np.stack([r[0] for r in read], -1)
+            label = None if any(r[1] is None for r in read) else np.stack([r[1] for r in read], -1)
+            if label is not None and not label.any():
+                raise data_error(path, f"{subject} frame {frame}: every slice's label map is empty")
+            spacing = read[0][2] + (1.0,)
+            meta["slices"] = numbers
+        records.append(Record(image, label, spacing, affine_from_spacing(spacing), subject,
+                              SSL4MIS_PHASES.get(frame), "ACDC (h5)", ACDC_CONVENTION, str(path), meta))
     return records
 
 

@@ -45,7 +45,7 @@ def max_load_bytes() -> int:
 
 
 def _mib(n: int) -> str:
-    return f"{n / 2 ** 20:,.1f} MiB"
+    return f"{n / 2 ** 20:,.1f} MiB" if n >= 2 ** 20 else f"{n:,} bytes"
 
 
 def _declared(path: Path, head: bytes):
@@ -121,9 +121,9 @@ def _sniff_nifti(path: Path) -> None:
         if is_gz:
             g.close()
     if max(held - offset, 0) < declared:
-        raise data_error(path, f"the header declares a {' x '.join(map(str, shape))} {dtype.name} image "
-                               f"({_mib(declared)}) but the file holds {_mib(max(held - offset, 0))} of data "
-                               "(truncated, or a forged header)")
+        raise data_error(path, f"truncated or corrupt: the header declares a {' x '.join(map(str, shape))} "
+                               f"{dtype.name} image ({_mib(declared)}) but the file holds {_mib(max(held - offset, 0))} "
+                               "of data (a cut file, or a forged header)")
 
 
 def load_nifti(path, *, label: bool = False, allow_empty: bool = False):

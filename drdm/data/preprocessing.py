@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .records import Record
 
-__all__ = ["preprocess", "preprocess_label", "preprocess_record", "geometry", "slices", "subject_split"]
+__all__ = ["preprocess", "preprocess_label", "preprocess_record", "geometry", "slices", "subject_split", "stratified_split"]
 
 
 # ---------------------------------------------------------------- preprocessing (Section 3.2)
@@ -207,3 +207,44 @@ def subject_split(records: Sequence[Record], fractions=(0.6, 0.2, 0.2), seed: in
         out[names[which[r.subject]]].append(r)
     return out
 
+
+
+def stratified_split(groups: dict, *, n_test: int = 4, n_val: int = 1, draws: int = 3, per_draw: int = 1,
+                     extra: int = 1, seed: int = 0) -> dict:
+    """A subject split stratified by group, with nested labelled sets (the ACDC protocol of chapter 4).
+
+    Args:
+        groups: ``{subject: group}`` (e.g. ACDC's five diagnoses, :func:`drdm.data.acdc_group`).
+        n_test, n_val: subjects per group in the test and validation sets.
+        draws, per_draw: disjoint labelled draws of ``per_draw`` subjects per group each (5 subjects
+            for ACDC's five groups), taken from the training pool.
+        extra: subjects per group added to the union of the draws to make the large labelled set
+            (20 for ACDC: the three draws plus one more per group), so its copies reuse theirs.
+        seed: each group's subjects (sorted) are shuffled by ``numpy.random.default_rng(seed)``.
+
+    Returns:
+        ``{"test", "val", "pool"}`` (sorted subject lists; ``pool``: every training subject),
+        ``"draws"`` (``draws`` lists) and ``"large"`` (the union of the draws plus ``extra`` per group).
+        No subject is in two of test / val / pool; the draws are disjoint and inside the pool.
+    """
+    by = {}
+    for subject, group in groups.items():
+        if group is None:
+            raise ValueError(f"subject {subject} has no group")
+        by.setdefault(group, []).append(subject)
+    need = n_test + n_val + draws * per_draw + extra
+    short = {g: len(v) for g, v in by.items() if len(v) < need}
+    if short:
+        raise ValueError(f"groups {short} have fewer than the {need} subjects the split needs per group")
+    rng = np.random.default_rng(seed)
+    out = {"test": [], "val": [], "pool": [], "draws": [[] for _ in range(draws)], "large": []}
+    for g in sorted(by):
+        order = [sorted(by[g])[i] for i in rng.permutation(len(by[g]))]
+        out["test"] += order[:n_test]
+        out["val"] += order[n_test:n_test + n_val]
+        pool = order[n_test + n_val:]
+        out["pool"] += pool
+        for d in range(draws):
+            out["draws"][d] += pool[d * per_draw:(d + 1) * per_draw]
+        out["large"] += pool[:draws * per_draw + extra]
+    return {k: (sorted(v) if k != "draws" else [sorted(d) for d in v]) for k, v in out.items()}
