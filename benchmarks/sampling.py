@@ -95,15 +95,15 @@ def _peak_mib() -> float | None:
     return None
 
 
-def copy_rate(net, threads: int, level: int, min_time: float) -> float:
-    """Copies per minute of the few-shot generator: 8 DRDM copies of a 96^2 slice."""
+def copy_rate(net, threads: int, level: int, min_time: float, device="cpu", n: int = 8) -> float:
+    """Copies per minute of the few-shot generator: ``n`` DRDM copies of a 96^2 slice."""
     from drdm.tasks.segmentation import make_augmented
     torch.set_num_threads(threads)
     img = torch.rand(1, 1, 96, 96, generator=torch.Generator().manual_seed(0))
     lab = torch.randint(0, 4, (1, 1, 96, 96), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return 60 * rate(lambda: make_augmented("drdm", img, lab, 8, 0, net=net, levels=(level,)), 8, min_time,
-                         min_calls=1)
+        return 60 * rate(lambda: make_augmented("drdm", img, lab, n, 0, net=net, levels=(level,), device=device),
+                         n, min_time, min_calls=1)
 
 
 def main(argv=None):
@@ -125,10 +125,11 @@ def main(argv=None):
                                                            (64, "all", "release schedule (80 steps)")]
     mt = 0.3 if args.quick else 2.0
     batch = 2 * args.threads if cpu else args.gpu_batch
+    paths = ("fast", "channels_last", "plain") if cpu else (None, "plain")
     with torch.inference_mode():            # warm-up of every path (allocator, kernels, compilation)
         w = torch.rand(batch, 1, S, S, device=dev)
-        for p in ("fast", "channels_last", "plain"):
-            deform(net, w[:1 if p != "fast" else batch], 2, path=p)
+        for p in paths:
+            deform(net, w[:1 if p in ("channels_last", "plain") else batch], 2, path=p)
 
     def inputs(b):
         img = torch.rand(b, 1, S, S, device=dev)
@@ -160,6 +161,8 @@ def main(argv=None):
         # (name, path, batch, bfloat16); path None: deform's default
         variants = [("drdm default", None, batch, False), ("drdm default, one sample", None, 1, False),
                     ("channels-last (old default)", "channels_last", 1, False), ("plain", "plain", 1, False)]
+        if not cpu:                        # on CUDA the default is the plain network, batched
+            variants = [v for v in variants if v[1] != "channels_last"]
         if cpu and not args.quick:
             variants.append(("bfloat16 (info only)", "channels_last", 1, True))
         for name, path, b, bf16 in variants:
@@ -212,11 +215,12 @@ def main(argv=None):
         verdicts.append(v)
         print("target: " + line)
     copies = {}
-    if cpu and not args.quick:
+    if not args.quick:
+        n_copies = 8 if cpu else 32            # the cpu and gpu few-shot protocols' copies per slice
         for level in (30, 64):
-            copies[level] = copy_rate(net, args.threads, level, mt)
-            print(f"few-shot copy generator (8 DRDM copies of a 96^2 slice, T'={level}, Algorithm 2): "
-                  f"{copies[level]:.1f} copies/min", flush=True)
+            copies[level] = copy_rate(net, args.threads, level, mt, dev, n_copies)
+            print(f"few-shot copy generator ({n_copies} DRDM copies of a 96^2 slice, T'={level}, Algorithm 2, "
+                  f"{dev.type}): {copies[level]:.1f} copies/min", flush=True)
     write("sampling", {"rows": rows, "cases": cases_out, "threads": args.threads, "device": device_name(dev),
                        "quick": args.quick, "size": S, "target": f"min({TARGET}x, {CEILING_SHARE:.0%} of the float32 "
                        "ceiling at equal threads), default path vs release-style loop",

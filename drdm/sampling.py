@@ -63,7 +63,7 @@ import torch
 from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 
-__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "PATHS", "default_path", "fast_layout", "predictor",
+__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "PATHS", "default_path", "path_for", "fast_layout", "predictor",
            "network_input", "deform_input", "DeformResult", "network_grid", "process_for", "deform",
            "augment", "registration_pairs"]
 
@@ -128,10 +128,20 @@ _FAST_ENV = "DRDM_FAST"
 def default_path(image: torch.Tensor) -> str:
     """The default :data:`PATHS` entry for ``image`` ``(B, C, *S)``: ``"fast"`` on CPU for 2-D images
     of side >= 128 (where it was measured faster, ``benchmarks/sampling.py``), else ``"plain"``."""
+    return _default(image.device, tuple(image.shape[2:]))
+
+
+def _default(device, spatial: tuple) -> str:
     if os.environ.get(_FAST_ENV, "1") == "0":
         return "plain"
-    big_2d = image.dim() == 4 and min(image.shape[2:]) >= 128
-    return "fast" if image.device.type == "cpu" and big_2d else "plain"
+    big_2d = len(spatial) == 2 and min(spatial) >= 128
+    return "fast" if torch.device(device).type == "cpu" and big_2d else "plain"
+
+
+def path_for(net, device="cpu", size=None) -> str:
+    """The :func:`default_path` of ``net`` on ``device`` for images of spatial ``size`` (default: its
+    training grid, :func:`network_grid`): what a run that maps its images to that grid records."""
+    return _default(device, tuple(size) if size is not None else network_grid(net))
 
 
 def fast_layout(net, image, channels_last: bool | None):
@@ -240,8 +250,14 @@ def _per_sample(fn, n: int, spread: bool):
             torch.set_num_threads(1)          # this worker thread only
         with torch.no_grad():
             return fn(i)
-    with ThreadPoolExecutor(workers, thread_name_prefix="drdm-sample") as pool:
-        return list(pool.map(task, range(n)))
+    threads = torch.get_num_threads()
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="drdm-sample") as pool:
+            return list(pool.map(task, range(n)))
+    finally:
+        # a worker's set_num_threads(1) also reaches libraries whose setting is process-wide (MKL):
+        # give the caller back its thread count
+        torch.set_num_threads(threads)
 
 
 @dataclass

@@ -500,7 +500,7 @@ def test_the_memory_budget_is_stated_and_overridable(tmp_path, monkeypatch):
     assert max_load_bytes() == MAX_LOAD_MB * 2 ** 20
     load_nifti(path)
     monkeypatch.setenv("DRDM_MAX_LOAD_MB", "0.01")                 # 10 KiB: a 64 x 64 float32 needs 32 KiB
-    with pytest.raises(DataError, match="over the 0.0 MiB budget.*DRDM_MAX_LOAD_MB"):
+    with pytest.raises(DataError, match="over the 10,485 bytes budget.*DRDM_MAX_LOAD_MB"):
         load_nifti(path)
     monkeypatch.setenv("DRDM_MAX_LOAD_MB", "lots")
     with pytest.raises(DataError, match="DRDM_MAX_LOAD_MB must be a number"):

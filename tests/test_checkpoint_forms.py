@@ -53,10 +53,12 @@ def test_cli_augment_synth_table1(files, form, tmp_path):
                  "--out", str(tmp_path / "aug"), *common]) == 0
     manifest = json.loads((tmp_path / "aug" / "manifest.json").read_text())
     assert manifest["complete"] and manifest["settings"] == ("release" if form == "release" else "drdm")
+    assert manifest["path"] == "plain"                 # the network path recorded: a 32^2 grid runs plain
     assert main(["synth", "--image", files["img"], "--pairs", "3:2", "--out", str(tmp_path / "syn"), *common]) == 0
     assert json.loads((tmp_path / "syn" / "manifest.json").read_text())["complete"]
     assert main(["table1", "--phantoms", "2", "--levels", "3", "--out", str(tmp_path / "t1.json"), *common]) == 0
-    assert json.loads((tmp_path / "t1.json").read_text())["size"] == [32, 32]
+    t1 = json.loads((tmp_path / "t1.json").read_text())
+    assert t1["size"] == [32, 32] and t1["path"] == "plain"
 
 
 @pytest.mark.parametrize("form", FORMS)

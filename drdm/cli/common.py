@@ -14,7 +14,7 @@ from ..grid import InputGrid, SliceGrid, check_grid
 from ..outputs import DDF_CONVENTION, OutputDir, sha256_file
 from ..checkpoint import load as load_network, resolve as resolve_checkpoint
 from ..evaluation import field_stats
-from ..sampling import SETTINGS, network_grid, recovery_settings
+from ..sampling import SETTINGS, network_grid, path_for, recovery_settings
 
 #: Phantom subjects for ``table1 --phantoms`` (training draws subjects from seed 10000 on).
 PHANTOM_SEED = 20_000
@@ -280,6 +280,7 @@ class Job:
             "checkpoint": str(args.checkpoint), "checkpoint_sha256": run["checkpoint_sha256"],
             "image": str(inputs.image_path), "label": None if inputs.label_path is None else str(inputs.label_path),
             "seed": args.seed, "recover": args.recover, "settings": args.settings, "device": str(device),
+            "path": path_for(net, device, grid.size),
             "network": {"ndim": net.config.ndim, "timesteps": net.config.timesteps, "variant": net.config.variant},
             "geometry": grid.describe(), "ddf_convention": DDF_CONVENTION,
             "run": run, "complete": False, "outputs": [], **extra}

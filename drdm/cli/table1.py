@@ -15,7 +15,7 @@ from ..data import DataError
 from ..grid import check_grid
 from ..outputs import check_creatable, sha256_file, write_text
 from ..evaluation import TABLE1_LEVELS
-from ..sampling import network_grid, recovery_settings
+from ..sampling import default_path, network_grid, recovery_settings
 from .common import (PHANTOM_SEED, add_sampling_args, check_levels, device_for, levels_arg, load_network,
                      positive, resolve_checkpoint)
 
@@ -96,6 +96,7 @@ def cmd_table1(args) -> int:
     doc = {"format": "drdm-table1-1", "drdm_version": __version__, "checkpoint": str(args.checkpoint),
            "checkpoint_sha256": sha256_file(args.checkpoint), "seed": args.seed, "levels": [int(v) for v in args.levels],
            "size": list(size), "recover": args.recover, "settings": args.settings, "device": str(device),
+           "path": default_path(images),
            "images": [str(p) for p in args.images] if args.images else None, "phantoms": args.phantoms,
            "phantom_seed": PHANTOM_SEED if args.phantoms else None,
            "n_images": int(images.shape[0]),

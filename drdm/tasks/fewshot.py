@@ -158,8 +158,12 @@ def settings_name(net, prot: FewShotProtocol) -> str:
 def copy_params(method: str, prot: FewShotProtocol, *, net=None, checkpoint_sha256=None) -> dict:
     """The cache key's ``params`` for one method's copies under ``prot``."""
     settings = settings_name(net, prot) if method == "drdm" else None
-    return method_params(method, n_aug=prot.n_aug, seed=prot.aug_seed, prep=prot.prep, levels=prot.drdm_levels,
-                         settings=settings, checkpoint_sha256=checkpoint_sha256)
+    params = method_params(method, n_aug=prot.n_aug, seed=prot.aug_seed, prep=prot.prep, levels=prot.drdm_levels,
+                           settings=settings, checkpoint_sha256=checkpoint_sha256)
+    if method == "drdm":
+        from ..sampling import path_for
+        params["path"] = path_for(net, next(net.parameters()).device)     # copies of another path: other bits
+    return params
 
 
 def copies(cache: AugCache, method: str, items: Sequence[Slice], prot: FewShotProtocol, *, net=None,
