@@ -193,6 +193,11 @@ class DRDMNet(nn.Module):
         super().__init__()
         cfg = config or NetworkConfig(**overrides)
         self.config = cfg
+        #: where the weights come from: ``"release"`` for the release's checkpoint (sampling then
+        #: defaults to the release's recovery settings), ``None`` otherwise (:mod:`drdm.checkpoint`)
+        self.weights_origin: str | None = None
+        #: the training configuration a checkpoint carried (its grid, reading, ...), or ``None``
+        self.train_config: dict | None = None
         # with a generator the layers are built with the global RNG forked (left as it was) and
         # initialised from the generator instead (default_init_); without one, PyTorch's usual way
         with torch.random.fork_rng(devices=[], enabled=generator is not None):

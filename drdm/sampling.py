@@ -28,18 +28,10 @@ The loop is chaotic: a 1e-4-voxel change of ``phi_{T':1}`` moves the final field
 about a voxel, so two correct implementations agree step by step and in
 distribution, never sample by sample (book chapter 3, ``make fidelity``).
 
-Paths (``path=``): how the network is run; all give the same distribution of fields
-(``make fidelity``), never the same bits, since the loop is chaotic.
-
-``"fast"`` (the default on CPU for 2-D images of side >= 128): a channels-last copy of the
-    network whose U-Net pass is compiled by ``torch.compile`` (inductor: the norms, activations,
-    additions and concatenations fused around oneDNN's convolutions, the fused kernels single-threaded
-    so a sample's bits do not depend on the thread count), and on CPU the samples of a batch spread
-    over the intra-op threads, one sample per thread (narrow convolutions scale poorly across
-    threads; samples do not). Where compilation is unavailable (no C++ compiler) it falls back to
-    ``"channels_last"`` with one warning, and says so in :attr:`DeformResult.path`.
-``"channels_last"``: the channels-last copy alone (the default before the fast path).
-``"plain"``: the network as given, one sample at a time on CPU, batched elsewhere.
+Paths (``path=``, :mod:`drdm.runner`): how the network runs. ``"fast"``, the default on CPU for
+2-D images of side >= 128, is a compiled channels-last copy with one sample per thread;
+``"channels_last"`` and ``"plain"`` stay selectable. All give the same distribution of fields
+(``make fidelity``, run on the fast path), never the same bits, since the loop is chaotic.
 
 Why a sample at a time on CPU: batched convolutions round differently from single ones and the
 chaotic loop turns that into different samples, so CPU results never depend on the batch.
@@ -49,12 +41,6 @@ release-style loop and prints a machine's float32 ceiling; book chapter 7 has th
 """
 from __future__ import annotations
 
-import copy
-import os
-import threading
-import warnings
-import weakref
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,6 +48,7 @@ import torch
 
 from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
+from .runner import PATHS, default_for, default_path, fast_layout, per_sample, predictor
 
 __all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "PATHS", "default_path", "path_for", "fast_layout", "predictor",
            "network_input", "deform_input", "DeformResult", "network_grid", "process_for", "deform",
@@ -92,7 +79,7 @@ _DRDM = RecoverySettings("drdm", "linear", "border")
 
 def is_release(net) -> bool:
     """Whether ``net`` holds the release's weights (loaded by :func:`drdm.load_official`)."""
-    return getattr(net, "weights_origin", None) == "release"
+    return net.weights_origin == "release"
 
 
 def recovery_settings(net, settings: str | RecoverySettings | None = None) -> RecoverySettings:
@@ -120,144 +107,10 @@ def sample_seed(seed: int, *keys: int) -> int:
     return int((int(state[0]) << 31) ^ int(state[1]))
 
 
-PATHS = ("fast", "channels_last", "plain")
-#: ``DRDM_FAST=0`` makes ``"plain"`` the default path everywhere (the fast path stays selectable)
-_FAST_ENV = "DRDM_FAST"
-
-
-def default_path(image: torch.Tensor) -> str:
-    """The default :data:`PATHS` entry for ``image`` ``(B, C, *S)``: ``"fast"`` on CPU for 2-D images
-    of side >= 128 (where it was measured faster, ``benchmarks/sampling.py``), else ``"plain"``."""
-    return _default(image.device, tuple(image.shape[2:]))
-
-
-def _default(device, spatial: tuple) -> str:
-    if os.environ.get(_FAST_ENV, "1") == "0":
-        return "plain"
-    big_2d = len(spatial) == 2 and min(spatial) >= 128
-    return "fast" if torch.device(device).type == "cpu" and big_2d else "plain"
-
-
 def path_for(net, device="cpu", size=None) -> str:
     """The :func:`default_path` of ``net`` on ``device`` for images of spatial ``size`` (default: its
     training grid, :func:`network_grid`): what a run that maps its images to that grid records."""
-    return _default(device, tuple(size) if size is not None else network_grid(net))
-
-
-def fast_layout(net, image, channels_last: bool | None):
-    """A channels-last copy of ``net`` (or ``net`` itself) and the memory format to feed it."""
-    if channels_last is None:
-        channels_last = default_path(image) != "plain"
-    if not channels_last:
-        return net, None
-    fmt = torch.channels_last if image.dim() == 4 else torch.channels_last_3d
-    return copy.deepcopy(net).to(memory_format=fmt), fmt
-
-
-class _Fast:
-    """A channels-last copy of a network whose U-Net pass is compiled (module docstring, ``"fast"``).
-
-    Kept per network (:func:`predictor`) so that compilation happens once per process and input
-    shape; a change of the network's weights makes a new copy. Compilation of a new shape runs
-    in the calling thread, under a lock, before any worker thread uses it.
-    """
-    _lock = threading.Lock()
-
-    def __init__(self, net, fmt):
-        self.fingerprint = _fingerprint(net)
-        self.fmt = fmt
-        self.model = copy.deepcopy(net).to(memory_format=fmt).eval()
-        self.compiled = True
-        try:
-            # cpp.threads=1: the fused kernels' reductions never split across threads, so one
-            # sample gives the same bits whether it runs alone on 2 threads or in a worker on 1
-            self.model.unet = torch.compile(self.model.unet, dynamic=False, options={"cpp.threads": 1})
-        except Exception as e:     # pragma: no cover - torch builds without dynamo
-            self._fallback(e)
-        self.shapes = set()
-
-    def _fallback(self, err):
-        warnings.warn(f"drdm: torch.compile is unavailable here ({type(err).__name__}: {err}); the fast "
-                      "path runs the channels-last network uncompiled", RuntimeWarning, stacklevel=3)
-        self.model.unet = type(self.model).unet.__get__(self.model)
-        self.compiled = False
-
-    @property
-    def path(self) -> str:
-        return "fast" if self.compiled else "channels_last"
-
-    def prepare(self, x, t):
-        """Compile for ``x``'s shape now, in this thread, once: for this thread's thread count and
-        for the workers' one thread (dynamo's guards include the thread count)."""
-        threads = torch.get_num_threads()
-        key = (tuple(x.shape), x.dtype, x.device.type, torch.is_inference_mode_enabled(), threads)
-        if key in self.shapes:
-            return
-        with self._lock:
-            if key not in self.shapes:
-                try:
-                    for n in sorted({1, threads}):
-                        torch.set_num_threads(n)
-                        self(x, t)
-                except Exception as e:     # no C++ compiler, an inductor bug: run uncompiled
-                    if not self.compiled:
-                        raise
-                    self._fallback(e)
-                finally:
-                    torch.set_num_threads(threads)
-                self.shapes.add(key)
-
-    def __call__(self, x, t):
-        return self.model(x.contiguous(memory_format=self.fmt), t).contiguous()
-
-
-def _fingerprint(net) -> tuple:
-    return tuple((p.data_ptr(), p._version, p.device.type) for p in net.parameters())
-
-
-_FAST_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def predictor(net, image: torch.Tensor, path: str | None = None):
-    """``(predict, path)``: a callable ``(x, t) -> psi`` (voxels) running ``net`` on images like
-    ``image`` along ``path`` (:data:`PATHS`; ``None``: :func:`default_path`), and the path it
-    really takes (``"fast"`` falls back to ``"channels_last"`` where it cannot compile).
-    The caller's network is never modified."""
-    path = default_path(image) if path is None else path
-    if path not in PATHS:
-        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-    if path == "plain":
-        return (lambda x, t: net(x, t).contiguous()), path
-    fmt = torch.channels_last if image.dim() == 4 else torch.channels_last_3d
-    if path == "channels_last":
-        model, _ = fast_layout(net, image, True)
-        return (lambda x, t: model(x.contiguous(memory_format=fmt), t).contiguous()), path
-    fast = _FAST_CACHE.get(net)
-    if fast is None or fast.fingerprint != _fingerprint(net):
-        fast = _FAST_CACHE[net] = _Fast(net, fmt)
-    return fast, fast.path
-
-
-def _per_sample(fn, n: int, spread: bool):
-    """``[fn(0), ..., fn(n-1)]``; with ``spread``, over ``torch.get_num_threads()`` worker threads
-    that each run one intra-op thread (grad mode is per thread: workers run without it)."""
-    workers = min(n, torch.get_num_threads()) if spread else 1
-    if workers <= 1:
-        return [fn(i) for i in range(n)]
-
-    def task(i):
-        if torch.get_num_threads() != 1:
-            torch.set_num_threads(1)          # this worker thread only
-        with torch.no_grad():
-            return fn(i)
-    threads = torch.get_num_threads()
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="drdm-sample") as pool:
-            return list(pool.map(task, range(n)))
-    finally:
-        # a worker's set_num_threads(1) also reaches libraries whose setting is process-wide (MKL):
-        # give the caller back its thread count
-        torch.set_num_threads(threads)
+    return default_for(device, tuple(size) if size is not None else network_grid(net))
 
 
 @dataclass
@@ -284,7 +137,7 @@ def network_grid(net) -> tuple[int, ...]:
     """The grid a network was trained on: ``train_config["image_size"]``, else the
     release's (256^2 in 2-D, 128^3 in 3-D)."""
     nd = net.config.ndim
-    size = (getattr(net, "train_config", None) or {}).get("image_size") or (256 if nd == 2 else 128)
+    size = (net.train_config or {}).get("image_size") or (256 if nd == 2 else 128)
     return (int(size),) * nd if isinstance(size, (int, float)) else tuple(int(s) for s in size)
 
 
@@ -296,7 +149,7 @@ def process_for(net, image, process=None) -> ForwardProcess:
             raise ValueError(f"the forward process is for images of size {process.config.image_size}, "
                              f"got {tuple(image.shape[2:])}")
         return process
-    cfg = getattr(net, "train_config", None) or {}
+    cfg = net.train_config or {}
     return ForwardProcess(DiffusionConfig(reading=cfg.get("reading", "official"), ndim=image.dim() - 2,
                                           image_size=tuple(image.shape[2:]),
                                           timesteps=net.config.timesteps,
@@ -369,7 +222,7 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
     # on CPU one sample at a time (module docstring), on the fast path one sample per thread
     if hasattr(predict, "prepare"):
         predict.prepare(image[:1], torch.full((1,), max(first, 0), device=image.device))
-    outs = _per_sample(lambda i: loop(image[i:i + 1], random_ddf[i:i + 1]), B, spread=taken == "fast")
+    outs = per_sample(lambda i: loop(image[i:i + 1], random_ddf[i:i + 1]), B, spread=taken == "fast")
     steps = [(t, torch.cat([o[2][k][1] for o in outs])) for k, (t, _) in enumerate(outs[0][2])]
     return DeformResult(torch.cat([o[0] for o in outs]), random_ddf, torch.cat([o[1] for o in outs]), steps,
                         rs.name, taken)

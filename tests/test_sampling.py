@@ -25,6 +25,7 @@ class ConstantNet(torch.nn.Module):
         super().__init__()
         self.shift = shift
         self.config = NetworkConfig(ndim=ndim, timesteps=timesteps)
+        self.weights_origin, self.train_config = None, None     # DRDMNet's declared fields
         self.calls = []
 
     def forward(self, image, t):

@@ -194,3 +194,16 @@ def test_modules_stay_short():
     assert not new, f"modules over {MAX_LINES} lines (or longer than their allowance): {new}"
     gone = sorted(set(KNOWN_LONG) - set(long))
     assert not gone, f"now at most {MAX_LINES} lines: remove from KNOWN_LONG: {gone}"
+
+
+def test_the_networks_declared_fields_are_read_as_fields():
+    """``DRDMNet`` declares ``weights_origin`` and ``train_config``: no ``getattr(net, ...)`` with a
+    default hides a network that lacks them."""
+    bad = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                    and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+                    and node.args[1].value in ("weights_origin", "train_config")):
+                bad.append(f"{name}:{node.lineno}")
+    assert not bad, bad
