@@ -22,7 +22,27 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-__all__ = ["PATHS", "default_path", "fast_layout", "predictor", "per_sample"]
+__all__ = ["pick_device", "PATHS", "default_path", "fast_layout", "predictor", "per_sample"]
+
+
+def pick_device(name: str | torch.device = "auto") -> torch.device:
+    """The one device picker: ``auto`` (CUDA if available, then Apple MPS, then CPU), ``cpu``,
+    ``cuda``, ``cuda:N``, ``mps`` -> a device that works (a tensor is made on it), else a one-line
+    ``ValueError`` naming the device and why."""
+    try:
+        if str(name) != "auto":
+            device = torch.device(name)
+        elif torch.cuda.is_available():
+            device = torch.device("cuda")
+        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            device = torch.device("mps")
+        else:
+            device = torch.device("cpu")
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as e:
+        text = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"device {str(name)!r} is not available ({text})") from None
+    return device
 
 
 PATHS = ("fast", "channels_last", "plain")

@@ -50,7 +50,7 @@ from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
 from .runner import PATHS, default_for, default_path, fast_layout, per_sample, predictor
 
-__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "PATHS", "default_path", "path_for", "fast_layout", "predictor",
+__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "check_levels", "PATHS", "default_path", "path_for", "fast_layout", "predictor",
            "network_input", "deform_input", "DeformResult", "network_grid", "process_for", "deform",
            "augment", "registration_pairs"]
 
@@ -111,6 +111,15 @@ def path_for(net, device="cpu", size=None) -> str:
     """The :func:`default_path` of ``net`` on ``device`` for images of spatial ``size`` (default: its
     training grid, :func:`network_grid`): what a run that maps its images to that grid records."""
     return default_for(device, tuple(size) if size is not None else network_grid(net))
+
+
+def check_levels(levels, T: int, what: str = "level T'") -> None:
+    """The one level check: every ``T'`` in ``levels`` must lie in ``[0, T - 1]`` for a network of
+    ``T`` steps (``ValueError`` naming the first bad value and the range otherwise)."""
+    for lv in levels:
+        if not 0 <= int(lv) < T:
+            raise ValueError(f"{what} {lv} is out of range: this network has T={T} steps, "
+                             f"so T' must lie in [0, {T - 1}]")
 
 
 @dataclass
@@ -193,8 +202,7 @@ def deform(net, image: torch.Tensor, level: int, *, generator: torch.Generator |
     if image.dim() - 2 != net.config.ndim:
         raise ValueError(f"a {image.dim() - 2}-D image for a {net.config.ndim}-D network")
     T = net.config.timesteps
-    if not 0 <= int(level) < T:
-        raise ValueError(f"level T' must lie in [0, {T - 1}] for this network (T={T}); got {level}")
+    check_levels([level], T)
     if recover not in ("level", "all"):
         raise ValueError(f"recover must be 'level' or 'all', got {recover!r}")
     rs = recovery_settings(net, settings)

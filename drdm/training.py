@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .runner import pick_device
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint
 from .provenance import atomic_write
 from .diffusion import DiffusionConfig, ForwardProcess
@@ -32,18 +33,7 @@ from .losses import drdm_loss
 from .network import DRDMNet, NetworkConfig
 from . import spatial
 
-__all__ = ["TrainConfig", "Trainer", "train", "pick_device", "save_checkpoint", "augment_batch"]
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto``: CUDA if available, then Apple MPS, then CPU."""
-    if device != "auto":
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+__all__ = ["TrainConfig", "Trainer", "train", "save_checkpoint", "augment_batch"]
 
 
 @dataclass

@@ -158,10 +158,8 @@ class RandDRDMd(_Base):
         return self._net
 
     def _check_levels(self):
-        T = self._net.config.timesteps
-        bad = [v for v in self.levels if v >= T]
-        if bad:
-            raise ValueError(f"levels {bad} out of range: this network has T={T}, so T' must lie in [0, {T - 1}]")
+        from .sampling import check_levels
+        check_levels(self.levels, self._net.config.timesteps)
 
     def _spacing(self, value, nd: int) -> tuple[float, ...]:
         """Voxel size per axis: the ``spacing`` argument, else a MONAI MetaTensor's ``pixdim``, else 1."""

@@ -55,7 +55,7 @@ def test_deform_is_seeded_and_batched():
     b = deform(net, img, 10, generator=torch.Generator().manual_seed(0))
     assert torch.equal(a.ddf, b.ddf)
     assert not torch.equal(a.ddf[0], a.ddf[1])               # samples of one image differ
-    with pytest.raises(ValueError, match=r"level T' must lie in \[0, 79\]"):
+    with pytest.raises(ValueError, match=r"T' must lie in \[0, 79\]"):
         deform(net, img, 80)
 
 

@@ -13,8 +13,9 @@ from ..data import DataError
 from ..grid import InputGrid, SliceGrid, check_grid
 from ..outputs import DDF_CONVENTION, OutputDir, sha256_file
 from ..checkpoint import load as load_network, resolve as resolve_checkpoint
+from ..runner import pick_device
 from ..evaluation import field_stats
-from ..sampling import SETTINGS, network_grid, path_for, recovery_settings
+from ..sampling import SETTINGS, check_levels, network_grid, path_for, recovery_settings  # noqa: F401 (check_levels: for the commands)
 
 #: Phantom subjects for ``table1 --phantoms`` (training draws subjects from seed 10000 on).
 PHANTOM_SEED = 20_000
@@ -160,27 +161,10 @@ class Inputs:
         return out
 
 
-def check_levels(levels, T: int, what: str = "level T'"):
-    for lv in levels:
-        if not 0 <= int(lv) < T:
-            raise ValueError(f"{what} {lv} is out of range: this network has T={T} steps, "
-                             f"so T' must lie in [0, {T - 1}]")
-
-
-def device_for(name: str) -> torch.device:
-    """``auto | cpu | cuda | cuda:N | mps`` -> a device that works, or a one-line ``ValueError``."""
-    from ..training import pick_device
-    try:
-        device = pick_device(name)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise ValueError(f"device {name!r} is not available ({line(e)})") from None
-    return device
-
 
 def setup(args):
     """Network, inputs and the network grid, with every check done before writing."""
-    device = device_for(args.device)
+    device = pick_device(args.device)
     args.checkpoint = resolve_checkpoint(args.checkpoint)
     net = load_network(args.checkpoint, device)
     args.settings = recovery_settings(net, None if args.settings == "auto" else args.settings).name

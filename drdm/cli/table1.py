@@ -16,7 +16,7 @@ from ..grid import check_grid
 from ..outputs import check_creatable, sha256_file, write_text
 from ..evaluation import TABLE1_LEVELS
 from ..sampling import default_path, network_grid, recovery_settings
-from .common import (PHANTOM_SEED, add_sampling_args, check_levels, device_for, levels_arg, load_network,
+from .common import (PHANTOM_SEED, add_sampling_args, check_levels, levels_arg, load_network, pick_device,
                      positive, resolve_checkpoint)
 
 
@@ -76,7 +76,7 @@ def format_table(res: dict) -> str:
 def cmd_table1(args) -> int:
     """Table 1: displacement magnitude and folding of random and recovered fields per level."""
     from ..evaluation import table1
-    device = device_for(args.device)
+    device = pick_device(args.device)
     out_json = check_out_file(args.out, args.overwrite)
     out_csv = check_out_file(args.csv, args.overwrite)
     if out_json is not None and out_csv is not None and out_json.resolve() == out_csv.resolve():

@@ -42,11 +42,6 @@ def num_threads(n: int | None):
         torch.set_num_threads(old)
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    from ..training import pick_device as _pick
-    return _pick(device)
-
-
 # ---------------------------------------------------------------- checkpoints
 
 def resolve_checkpoint(checkpoint, ndim: int) -> tuple[Path | None, str | None]:
@@ -94,13 +89,6 @@ def load_drdm(checkpoint, ndim: int, device) -> tuple[object | None, str | None,
     if net.config.ndim != ndim:
         return None, None, f"{path}: a {net.config.ndim}-D DRDM network, the data are {ndim}-D"
     return net, str(path), None
-
-
-def check_levels(levels: Sequence[int], net) -> None:
-    T = net.config.timesteps
-    bad = [int(t) for t in levels if not 0 <= int(t) < T]
-    if bad:
-        raise ValueError(f"DRDM levels {bad} outside [0, {T - 1}] for this network (T={T})")
 
 
 # ---------------------------------------------------------------- data
@@ -244,19 +232,37 @@ def jsonable(x):
     return x
 
 
-def compare_sentence(label: str, diff: dict | None, p: float | None, unit: str = "Dice points") -> str:
+def compare_sentence(label: str, diff: dict | None, p: float | None, unit: str = "Dice points",
+                     spread: float | None = None) -> str:
     """One honest line about a paired comparison: the mean difference, its CI and the verdict.
 
     ``diff`` from :func:`paired_difference` (fractions); the verdict is "better" or "worse" only
-    when the confidence interval excludes zero, else "no clear difference".
+    when the confidence interval excludes zero, else "no clear difference". ``spread`` (a
+    fraction): how far this difference moves when only the seed changes (a phantom run's
+    cross-machine proxy, ``tools/phantom_spread.py``); a difference no larger is "no conclusion".
     """
     if diff is None:
         return f"{label}: too few test cases to compare."
     lo, hi = diff["ci"]
     verdict = ("better" if lo > 0 else "worse" if hi < 0 else "no clear difference")
+    if spread is not None and verdict != "no clear difference" and abs(diff["mean"]) <= spread:
+        verdict = (f"no conclusion: the seed alone moves this difference by {100 * spread:.1f} {unit} "
+                   "(results/cpu/phantom_spread.json)")
     ptxt = "" if p is None else (", Wilcoxon p < 0.001" if p < 0.001 else f", Wilcoxon p = {p:.3f}")
     return (f"{label}: {100 * diff['mean']:+.1f} {unit} ({100 * diff['confidence']:.0f} % CI "
             f"[{100 * lo:+.1f}, {100 * hi:+.1f}], n = {diff['n']}{ptxt}): {verdict}.")
+
+
+def phantom_spread(task: str) -> dict:
+    """``{comparison: spread (fraction)}`` of the recorded cross-seed spread of the ``cpu`` phantom
+    runs (``results/cpu/phantom_spread.json``) for ``task`` (``"segmentation"`` or
+    ``"registration"``); empty when there is no record."""
+    from ..provenance import results_dir as committed_results
+    path = Path(committed_results()) / "cpu" / "phantom_spread.json"
+    if not path.is_file():
+        return {}
+    block = json.loads(path.read_text())["numbers"]["spread"].get(task, {})
+    return {k: v["spread"] for k, v in block.items()}
 
 
 def load_recorded(name: str, profile: str = "cpu", results_dir=None) -> dict | None:
@@ -323,6 +329,7 @@ class Experiment:
         if not self.methods or set(self.methods) - set(allowed):
             raise ValueError(f"{'methods' if task == 'segmentation' else 'synthesis'} must be taken from "
                              f"{tuple(allowed)}, got {self.methods}")
+        from ..runner import pick_device
         self.device = pick_device(device)
         self.t0 = time.perf_counter()
         self.skipped: dict[str, str] = {}
@@ -337,7 +344,8 @@ class Experiment:
             self.skipped["drdm"] = reason
             log.warning("%s: skipping drdm: %s", self.task, reason)
         else:
-            check_levels(levels, self.net)
+            from ..sampling import check_levels
+            check_levels(levels, self.net.config.timesteps, "DRDM level T'")
         return self.net
 
     def finish(self, data, fields: dict, config: dict, markdown, out_dir=None, name: str | None = None) -> dict:

@@ -5,8 +5,7 @@ The protocol (:class:`FewShotProtocol`; chapter 4 states every departure from Se
 1. Subjects are split once, per vendor in turn: a fixed test set (``n_test``), validation
    subjects (``n_val``) and an order in which the rest get labelled; ``labelled=(1, 5)``
    takes the first 1 and 5 of that order (nested). No subject is in two of them.
-2. Slices: :func:`drdm.tasks.augcache.prepare_slices` (centre crop, resize, percentile
-   normalisation).
+2. Slices: :func:`drdm.tasks.augcache.prepare_slices` (centre crop, resize, normalisation).
 3. Augmented copies (``n_aug`` per labelled slice: BigAug, its elastic part, DRDM's
    Algorithm 3 through each slice's :class:`drdm.grid.InputGrid`) come from :class:`~drdm.tasks.augcache.AugCache`,
    generated once per slice and reused by every label count, training seed and re-run.
@@ -34,7 +33,8 @@ import numpy as np
 import torch
 
 from .augcache import AugCache, Slice, method_params, prepare_slices, slice_seed
-from ._common import log, num_threads, paired_difference, pick_device, summary
+from ..runner import pick_device
+from ._common import log, num_threads, paired_difference, summary
 from .segmentation import METHOD_NAMES as _SEG_NAMES, METHODS, STRUCTURES
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "vendor_split", "run_fewshot", "summarise", "fewshot_markdown",

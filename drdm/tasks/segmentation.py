@@ -270,8 +270,10 @@ def _wilcoxon_tests(per_method: dict) -> dict:
     return out
 
 
-def verdict(result: dict, a: str = "drdm", b: str = "bigaug") -> list[str]:
-    """One line per label ratio: does ``a`` beat ``b`` on average Dice (difference, 95 % CI, p)?"""
+def verdict(result: dict, a: str = "drdm", b: str = "bigaug", spread: dict | None = None) -> list[str]:
+    """One line per label ratio: does ``a`` beat ``b`` on average Dice (difference, 95 % CI, p)?
+    ``spread``: ``{"<ratio key> <a>_vs_<b>": fraction}`` (:func:`drdm.tasks._common.phantom_spread`);
+    a difference inside it is no conclusion."""
     out = []
     for key, block in result["results"].items():
         diff = result.get("dice_difference", {}).get(key, {}).get(f"{a}_vs_{b}")
@@ -279,7 +281,8 @@ def verdict(result: dict, a: str = "drdm", b: str = "bigaug") -> list[str]:
             out.append(f"{key}: {METHOD_NAMES[a]} or {METHOD_NAMES[b]} was not run ({result.get('skipped') or 'not asked'}).")
             continue
         p = (result["wilcoxon"].get(key, {}).get(f"{a}_vs_{b}", {}).get("Average", {}) or {}).get("dice")
-        out.append(compare_sentence(f"{key} subjects, {METHOD_NAMES[a]} minus {METHOD_NAMES[b]}", diff, p))
+        out.append(compare_sentence(f"{key} subjects, {METHOD_NAMES[a]} minus {METHOD_NAMES[b]}", diff, p,
+                                    spread=(spread or {}).get(f"{key} {a}_vs_{b}")))
     return out
 
 
