@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ENV", "shared_root", "official_dir", "official_checkpoint", "mnms_dir", "absent_reason"]
+__all__ = ["ENV", "shared_root", "official_dir", "official_checkpoint", "mnms_dir", "acdc_slices_dir", "absent_reason"]
 
 ENV = "DRDM_SHARED"
 _OFFICIAL_CKPT = Path("models") / "cmr_recresacnet" / "000000_cmr_recresacnet.pth"
@@ -57,6 +57,11 @@ def official_checkpoint() -> Path | None:
 def mnms_dir() -> Path | None:
     """``data/mnms_subset``: 20 M&Ms subjects with labels (development and tests only)."""
     return _part("data", "mnms_subset")
+
+
+def acdc_slices_dir() -> Path | None:
+    """``data/acdc_slices``: 70 ACDC subjects in the SSL4MIS slice form (``slices/*.h5``)."""
+    return _part("data", "acdc_slices")
 
 
 def absent_reason(what: str) -> str:

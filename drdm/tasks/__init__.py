@@ -1,5 +1,6 @@
 """Downstream tasks: few-shot segmentation (Section 4, Table 2) and synthetic
-pre-training of registration (Section 5, Table 3).
+pre-training of registration (Section 5, Table 3); and the paper's Table 1 judged on ACDC
+with the release's weights (:mod:`drdm.tasks.table1`, ``python -m drdm.tasks.table1``).
 
 ``run_segmentation(profile="ci")`` and ``run_registration(profile="ci")`` run the
 experiments end to end on the embedded phantoms (or on :class:`drdm.data.Record`
