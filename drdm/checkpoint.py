@@ -107,12 +107,28 @@ def load_checkpoint(path) -> dict:
     return obj
 
 
-def resolve(path_or_name) -> Path:
-    """A checkpoint path, or a shipped model's name (``phantom2d``) turned into its path
-    (a file of that name in the current folder wins)."""
+def resolve(path_or_name=None, ndim: int | None = None) -> Path:
+    """The one resolution of a checkpoint argument: a shipped model's name (``phantom2d``; a file
+    of that name in the current folder wins) or a path to an existing file; ``None``: the shipped
+    model of ``ndim`` dimensions. Anything else is a one-line :class:`CheckpointError` that says
+    what would work. (Callers that skip DRDM with a reason catch it:
+    :func:`drdm.tasks._common.load_drdm`.)"""
+    shipped = ", ".join(sorted(PRETRAINED))
+    if path_or_name is None:
+        names = sorted(n for n in PRETRAINED if ndim is not None and n.endswith(f"{ndim}d"))
+        if not names:
+            raise CheckpointError(f"no {ndim}-D DRDM model is shipped (shipped: {shipped}); pass a checkpoint "
+                                  "(a .pth of drdm train, or the release's weights)")
+        path_or_name = names[0]
     if str(path_or_name) in PRETRAINED and not Path(path_or_name).exists():
-        return pretrained_path(str(path_or_name))
-    return Path(path_or_name)
+        try:
+            return pretrained_path(str(path_or_name))
+        except FileNotFoundError as e:
+            raise CheckpointError(str(e)) from None
+    path = Path(path_or_name)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file (a path to a .pth, or a shipped model: {shipped})")
+    return path
 
 
 def load(path_or_name, device="cpu") -> DRDMNet:

@@ -6,6 +6,8 @@ import numpy as np
 from pathlib import Path
 
 import pytest
+
+from drdm.checkpoint import CheckpointError
 import torch
 
 from drdm import spatial
@@ -55,7 +57,7 @@ def test_segmentation_ci_end_to_end(seg_ci):
     assert wall < 120, f"ci profile took {wall:.0f} s"
     json.dumps(res, allow_nan=False)
     assert set(res["results"]) == {"2/50%", "4/100%"}
-    drdm = _common.resolve_checkpoint(None, 2)[0] is not None       # a shipped model, once trained
+    drdm = _common.load_drdm(None, 2, "cpu")[0] is not None         # a shipped model, once trained
     assert ("drdm" in res["skipped"]) != drdm
     for block in res["results"].values():
         assert set(block["methods"]) == {"none", "bigaug", "elastic"} | ({"drdm"} if drdm else set())
@@ -101,26 +103,32 @@ def test_segmentation_drdm_path_and_records(drdm_ckpt):
     assert set(res["results"]["2/100%"]["methods"]) == {"none", "drdm"}
     assert res["split"]["n_train_images"] == 4 and res["split"]["n_test_images"] == 4
     assert "| 2/100% | N/A |" in res["markdown"] and "|  | DRDM |" in res["markdown"]
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(ValueError, match="out of range"):
         S.run_segmentation("ci", methods=("drdm",), drdm_checkpoint=drdm_ckpt[2], drdm_levels=(80,))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
         S.run_segmentation("ci", methods=("drdm",), drdm_checkpoint="/nonexistent.pth")
     with pytest.raises(TypeError, match="unknown profile option"):
         S.run_segmentation("ci", stepz=3)
 
 
-def test_checkpoint_resolution_order(tmp_path, monkeypatch, drdm_ckpt):
+def test_checkpoint_resolution_is_one_rule_for_every_door(tmp_path, monkeypatch, drdm_ckpt):
+    """drdm.checkpoint.resolve: a path, a shipped name, or (None) the shipped model of the data's
+    dimension; the tasks skip with a reason only where nothing was asked for."""
     from drdm import pretrained
-    assert _common.resolve_checkpoint(drdm_ckpt[2], 2) == (drdm_ckpt[2], None)
-    monkeypatch.setattr(pretrained, "PRETRAINED", {"phantom2d": "x.pth"})
-    monkeypatch.setattr(pretrained, "pretrained_path", lambda name: drdm_ckpt[2])
-    assert _common.resolve_checkpoint(None, 2) == (drdm_ckpt[2], None)          # the shipped 2-D model
-    monkeypatch.setattr(_common, "WEIGHTS_DIR", tmp_path)
-    path, reason = _common.resolve_checkpoint(None, 3)
-    assert path is None and "no 3-D DRDM checkpoint" in reason and str(tmp_path) in reason
-    (tmp_path / "drdm_3d.pth").write_bytes(drdm_ckpt[3].read_bytes())
-    assert _common.resolve_checkpoint(None, 3) == (tmp_path / "drdm_3d.pth", None)
+    from drdm.checkpoint import resolve
+    assert resolve(drdm_ckpt[2]) == drdm_ckpt[2] and resolve("phantom2d") == pretrained.pretrained_path("phantom2d")
+    assert resolve(None, 2) == pretrained.pretrained_path("phantom2d")
+    with pytest.raises(CheckpointError, match="no 3-D DRDM model is shipped"):
+        resolve(None, 3)
+    with pytest.raises(CheckpointError, match="no such checkpoint file.*phantom2d"):
+        resolve(tmp_path / "missing.pth")
     net, path, reason = _common.load_drdm(None, 3, "cpu")
+    assert net is None and "no 3-D DRDM model" in reason                      # skipped, with the reason
+    net, path, reason = _common.load_drdm("phantom2d", 2, "cpu")               # the name the CLI takes, too
+    assert net.config.ndim == 2 and reason is None
+    net, path, reason = _common.load_drdm(drdm_ckpt[3], 2, "cpu")
+    assert net is None and "3-D DRDM network" in reason
+    net, path, reason = _common.load_drdm(drdm_ckpt[3], 3, "cpu")
     assert net.config.ndim == 3 and reason is None
 
 
@@ -168,7 +176,7 @@ def test_registration_ci_end_to_end(reg_ci):
     res, wall, out = reg_ci
     assert wall < 120, f"ci profile took {wall:.0f} s"
     json.dumps(res, allow_nan=False)
-    drdm = {"drdm/synthetic", "drdm/real"} if _common.resolve_checkpoint(None, 2)[0] is not None else set()
+    drdm = {"drdm/synthetic", "drdm/real"} if _common.load_drdm(None, 2, "cpu")[0] is not None else set()
     assert set(res["rows"]) == {"none/synthetic", "none/real", "mrbs/synthetic", "mrbs/real"} | drdm
     assert res["rows"]["none/synthetic"]["negj_permille"] is None           # identity: no field
     assert res["rows"]["mrbs/synthetic"]["negj_permille"]["mean"] >= 0

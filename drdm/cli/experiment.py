@@ -73,9 +73,7 @@ def cmd_experiment(args) -> int:
     if args.seeds:
         kw["seeds"] = args.seeds
     if args.checkpoint is not None:
-        kw["drdm_checkpoint"] = resolve_checkpoint(args.checkpoint)
-        if not Path(kw["drdm_checkpoint"]).is_file():
-            raise UsageError(f"{args.checkpoint}: no such checkpoint")
+        kw["drdm_checkpoint"] = resolve_checkpoint(args.checkpoint)      # a one-line error when it is none
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         if args.task == "seg":

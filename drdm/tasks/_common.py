@@ -15,10 +15,6 @@ import torch
 
 log = logging.getLogger("drdm.tasks")
 
-#: where :func:`resolve_checkpoint` looks last when no checkpoint is given
-WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-
-
 def apply_overrides(profile, overrides: dict):
     """A copy of the profile dataclass with ``overrides`` (unknown names raise ``TypeError``)."""
     names = {f.name for f in dataclasses.fields(profile)}
@@ -44,47 +40,17 @@ def num_threads(n: int | None):
 
 # ---------------------------------------------------------------- checkpoints
 
-def resolve_checkpoint(checkpoint, ndim: int) -> tuple[Path | None, str | None]:
-    """``(path, None)`` for a usable DRDM checkpoint, or ``(None, reason)``.
-
-    Order: the ``checkpoint`` argument (must exist, else ``FileNotFoundError``);
-    a model shipped with the package (:mod:`drdm.pretrained`, a name ending in
-    ``"{ndim}d"``, e.g. ``phantom2d``) when its file is installed;
-    ``drdm/weights/drdm_{ndim}d.pth`` (:data:`WEIGHTS_DIR`).
-    """
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such DRDM checkpoint")
-        return path, None
-    tried = []
-    try:
-        from .. import pretrained
-    except ImportError:
-        pretrained = None
-    for name in sorted(getattr(pretrained, "PRETRAINED", {})):
-        if not name.endswith(f"{ndim}d"):
-            continue
-        try:
-            return Path(pretrained.pretrained_path(name)), None
-        except (FileNotFoundError, ValueError) as e:
-            tried.append(f"drdm.pretrained {name!r} ({e})")
-    default = WEIGHTS_DIR / f"drdm_{ndim}d.pth"
-    if default.is_file():
-        return default, None
-    try:        # inside the package: show it relative to the source tree, not as a machine path
-        tried.append(str(default.resolve().relative_to(Path(__file__).resolve().parents[2])))
-    except ValueError:
-        tried.append(str(default))
-    return None, f"no {ndim}-D DRDM checkpoint: pass drdm_checkpoint=... (looked for {'; '.join(tried)})"
-
-
 def load_drdm(checkpoint, ndim: int, device) -> tuple[object | None, str | None, str | None]:
-    """``(net, path, None)`` or ``(None, None, reason)`` (wrong dimension, missing file)."""
-    path, reason = resolve_checkpoint(checkpoint, ndim)
-    if path is None:
-        return None, None, reason
-    from ..checkpoint import load
+    """The tasks' "skip with a reason" door to :func:`drdm.checkpoint.resolve`: ``(net, path, None)``,
+    or ``(None, None, reason)`` when no ``ndim``-D model is shipped and none was given, or the
+    network has another dimension. A named checkpoint that does not exist is an error, not a skip."""
+    from ..checkpoint import CheckpointError, load, resolve
+    try:
+        path = resolve(checkpoint, ndim)
+    except CheckpointError as e:
+        if checkpoint is not None:
+            raise
+        return None, None, str(e)
     net = load(path, device=device)
     if net.config.ndim != ndim:
         return None, None, f"{path}: a {net.config.ndim}-D DRDM network, the data are {ndim}-D"

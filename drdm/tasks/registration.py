@@ -271,9 +271,9 @@ def run_registration(profile: str = "ci", data="phantom2d", synthesis: Sequence[
             ``"thorax3d"`` (3-D thorax phantoms, two lung masks), or a list of
             :class:`drdm.data.Record` with label maps (preprocessed to ``size``).
         synthesis: subset of :data:`SYNTHESIS`; ``"drdm"`` needs a checkpoint of the
-            data's dimension (the argument, else :mod:`drdm.pretrained`'s ``phantom2d`` for 2-D data,
-            else ``drdm/weights/drdm_{2,3}d.pth``; see :func:`drdm.tasks._common.resolve_checkpoint`)
-            and is skipped with a logged reason otherwise.
+            data's dimension (the argument, a path or shipped name, else the shipped model of that
+            dimension: :func:`drdm.checkpoint.resolve`) and is skipped with a logged reason when
+            there is none.
         finetune: which of "no fine-tuning" / "unsupervised fine-tuning on real pairs" to run.
         seeds: network init, batches and synthetic draws.
         out_dir: if given, ``<out_dir>/<profile>/registration.json`` (+ provenance) and ``.md``.

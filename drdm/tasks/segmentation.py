@@ -180,9 +180,9 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
             everything is preprocessed to ``size``).
         ratios: labelled fractions of the training subjects (default: the profile's).
         methods: subset of :data:`METHODS`. ``"drdm"`` needs a 2-D checkpoint: the
-            argument, else the shipped ``phantom2d`` model (:mod:`drdm.pretrained`), else
-            ``drdm/weights/drdm_2d.pth``; without one
-            it is skipped and the reason is logged and stored under ``"skipped"``.
+            argument (a path or a shipped name), else the shipped ``phantom2d`` model
+            (:func:`drdm.checkpoint.resolve`); without one it is skipped and the reason is
+            logged and stored under ``"skipped"``.
         seeds: training seeds (network init, batches, augmentation draws).
         out_dir: if given, ``<out_dir>/<profile>/segmentation.json`` (+ provenance) and ``.md``.
 
