@@ -54,7 +54,6 @@ def middle_slices(records):
 
 def cmd_experiment(args) -> int:
     import logging
-    from pathlib import Path
     from ..tasks import write_outputs
     records = experiment_records(args.data, args.data_dir)
     overrides = {}
