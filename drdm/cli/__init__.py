@@ -1,7 +1,7 @@
-"""``drdm`` command line: ``drdm train | augment | synth | table1 | experiment``.
+"""``drdm`` command line: ``drdm train | augment | synth | table1 | experiment | fewshot``.
 
 One module per command (:mod:`.train`, :mod:`.augment`, :mod:`.synth`, :mod:`.table1`,
-:mod:`.experiment`), what they share in :mod:`.common`, and the parser and the exit
+:mod:`.experiment`, :mod:`.fewshot`), what they share in :mod:`.common`, and the parser and the exit
 codes in :mod:`.main`. Geometry between a reader's grid and the network's:
 :mod:`drdm.grid`; output folders, manifests and DDF files: :mod:`drdm.outputs`.
 """

@@ -142,7 +142,6 @@ class AugCache:
         self.root = Path(root)
         self.hits = 0
         self.misses = 0
-        self.seconds = 0.0                      # time spent generating in this process
 
     def key(self, method: str, s: Slice, params: dict) -> str:
         doc = {"format": CACHE_FORMAT, "method": method, "slice": s.name, **params}
@@ -178,7 +177,6 @@ class AugCache:
                         "source": items[i].digest}
                 atomic_write(paths[i], lambda tmp: torch.save(data, tmp))
             found[i] = data
-            self.seconds += seconds
         return [(found[i]["images"], found[i]["labels"].long()) for i in range(len(items))]
 
     def recorded(self, method: str, items: Sequence[Slice], params: dict) -> tuple[int, float]:
