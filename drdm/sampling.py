@@ -51,7 +51,7 @@ from .diffusion import DiffusionConfig, ForwardProcess
 from .runner import PATHS, default_for, default_path, fast_layout, per_sample, predictor
 
 __all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "check_levels", "PATHS", "default_path", "path_for", "fast_layout", "predictor",
-           "network_input", "deform_input", "DeformResult", "network_grid", "process_for", "deform",
+           "apply_field", "network_input", "deform_input", "DeformResult", "network_grid", "process_for", "deform",
            "augment", "registration_pairs"]
 
 
@@ -257,6 +257,31 @@ def recovery_step(net, image: torch.Tensor, phi: torch.Tensor, current: torch.Te
     return psi, phi, spatial.warp(image, phi, mode=settings.image_mode)
 
 
+def apply_field(net, image: torch.Tensor, ddf: torch.Tensor, label: torch.Tensor | None = None, *,
+                settings: str | RecoverySettings | None = None, mode: str | None = None,
+                padding_mode: str = "border"):
+    """The one way a generated field is applied to an image (and its label map) on its own grid.
+
+    The image is warped with the recovery setting's interpolation (``settings``, default the
+    network's: bicubic for the release's 2-D weights, linear otherwise; ``mode`` overrides it)
+    and ``padding_mode`` (border: no black corners on a reader's image); the label map with the
+    label-safe warp (no invented values, dtype kept). ``drdm augment`` / ``drdm synth``,
+    :func:`augment`, :class:`drdm.transforms.RandDRDMd` and the registration task's synthetic
+    pairs all call this, so one field gives one image whichever door it comes in by.
+
+    Args:
+        image: ``(B, C, *S)`` float; ddf: ``(B, ndim, *S)`` voxels of that grid; label:
+            ``(B, 1, *S)`` integer or None.
+
+    Returns:
+        ``(image, label)`` warped (``label`` None when none was given).
+    """
+    mode = mode or recovery_settings(net, settings).image_mode
+    out = spatial.warp(image, ddf.to(image.dtype), mode=mode, padding_mode=padding_mode)
+    lab = None if label is None else spatial.warp(label, ddf.to(torch.float32), mode="label")
+    return out, lab
+
+
 def network_input(net, grid, image: np.ndarray, device=None) -> torch.Tensor:
     """``(m, C, *grid.size)``: an input-grid image (``grid.shape``, any intensities) on the network
     grid by ``grid`` (:mod:`drdm.grid`), repeated over the network's input channels."""
@@ -377,10 +402,8 @@ def _augment_input(net, image, label, levels, n, grid, seed, mode, batch, settin
             idx = range(start, min(n, start + batch))
             ddf_net, ddf = deform_input(net, grid, None, level, [sample_seed(seed, int(level), i) for i in idx],
                                         settings=settings, recover=recover, process=fp, network_image=x)
-            imgs = spatial.warp(image.expand(len(idx), *image.shape[1:]), ddf.to(image.dtype), mode=mode,
-                                padding_mode="border")
-            labs = None if label is None else spatial.warp(label.expand(len(idx), *label.shape[1:]),
-                                                           ddf.to(torch.float32), mode="label")
+            imgs, labs = apply_field(net, image.expand(len(idx), *image.shape[1:]), ddf, None if label is None else
+                                     label.expand(len(idx), *label.shape[1:]), mode=mode)
             for j, i in enumerate(idx):
                 yield {"level": int(level), "index": i, "image": imgs[j:j + 1], "ddf": ddf[j:j + 1],
                        "label": None if labs is None else labs[j:j + 1], "ddf_network": ddf_net[j:j + 1]}

@@ -2,8 +2,9 @@
 
 One random DRDM deformation (Algorithm 2, :func:`drdm.sampling.deform`) per call,
 applied to every listed key of a sample dict: label keys with the label-safe warp
-(``spatial.warp(..., mode="label")``: no new label values, dtype kept), the others
-with linear interpolation. Arrays are channel-first without a batch axis,
+(``spatial.warp(..., mode="label")``: no new label values, dtype kept), the others with
+the recovery setting's interpolation (:func:`drdm.sampling.apply_field`: bicubic for the
+release's 2-D weights, linear otherwise, as ``drdm augment`` writes them). Arrays are channel-first without a batch axis,
 ``(C, H, W)`` or ``(C, H, W, D)``, numpy or torch (MONAI ``MetaTensor`` included,
 its metadata kept); each comes back as the type it came in.
 
@@ -232,7 +233,7 @@ class RandDRDMd(_Base):
         from ``sample_seed(seed, level, i)``, so passing that seed reproduces its DDF)."""
         from . import spatial
         from .grid import InputGrid
-        from .sampling import deform_input
+        from .sampling import apply_field, deform_input
         d = dict(data)
         net = self.net
         nd = net.config.ndim
@@ -273,7 +274,6 @@ class RandDRDMd(_Base):
                 img = t.to(self.device)
                 if not img.is_floating_point():
                     img = img.float()
-                out = spatial.warp(img[None], ddf.to(img.dtype), mode="linear",
-                                   padding_mode=self.padding_mode)[0]
+                out = apply_field(net, img[None], ddf, settings=self.settings, padding_mode=self.padding_mode)[0][0]
             d[k] = self._restore(d[k], out)
         return d

@@ -52,7 +52,7 @@ def cmd_augment(args) -> int:
                     key = f"L{lv}_{i}"
                     ddf_net = ddf_net_all[j * m:(j + 1) * m]
                     ddf_in = ddf_in_all[j:j + 1]
-                    img, lab = warp_outputs(inputs, ddf_in, grid)
+                    img, lab = warp_outputs(net, args.settings, inputs, ddf_in, grid)
                     sums = write_sample(job.out, inputs, names[key], {"image": img},
                                          {} if lab is None else {"label": lab}, ddf_in)
                     job.record(key, {"level": lv, "t_prime": lv, "index": i, "sha256": sums,

@@ -186,10 +186,11 @@ def setup(args):
     return net, inputs, grid, device
 
 
-def warp_outputs(inputs: Inputs, ddf_in: torch.Tensor, grid):
-    """Warp the original image (linear, border) and label (label-safe) by an input-grid DDF;
-    a slice-wise stack is warped slice by slice with its in-plane fields."""
-    from .. import spatial
+def warp_outputs(net, settings: str, inputs: Inputs, ddf_in: torch.Tensor, grid):
+    """Warp the original image and label by an input-grid DDF (:func:`drdm.sampling.apply_field`:
+    the recovery setting's interpolation, border padding; label-safe labels); a slice-wise stack
+    is warped slice by slice with its in-plane fields."""
+    from ..sampling import apply_field
     stack = grid.slicewise
     ddf = grid.per_image(ddf_in)
 
@@ -200,12 +201,9 @@ def warp_outputs(inputs: Inputs, ddf_in: torch.Tensor, grid):
     def back(t):        # (B, 1, *plane) -> (*shape)
         return (t[:, 0].permute(1, 2, 0) if stack else t[0, 0]).cpu().numpy()
 
-    img = batch(inputs.image)
-    out = back(spatial.warp(img, ddf.to(img.dtype), mode="linear", padding_mode="border"))
-    lab = None
-    if inputs.label is not None:
-        lab = back(spatial.warp(batch(inputs.label.astype(np.int64)), ddf.to(torch.float32), mode="label"))
-    return out, lab
+    label = None if inputs.label is None else batch(inputs.label.astype(np.int64))
+    out, lab = apply_field(net, batch(inputs.image), ddf, label, settings=settings)
+    return back(out), None if lab is None else back(lab)
 
 
 def field_metrics(ddf: torch.Tensor) -> dict:

@@ -49,8 +49,8 @@ def cmd_synth(args) -> int:
             r = registration_pairs(net, grid, None, (a, s), [sample_seed(args.seed, a, s, i)], recover=args.recover,
                                    settings=args.settings, network_image=image_net)
             aug_in, both_in, syn_in = r["aug"], r["both"], r["syn"]     # both: moving's field, then phi_syn
-            mv, mv_lab = warp_outputs(inputs, aug_in, grid)
-            fx, fx_lab = warp_outputs(inputs, both_in, grid)
+            mv, mv_lab = warp_outputs(net, args.settings, inputs, aug_in, grid)
+            fx, fx_lab = warp_outputs(net, args.settings, inputs, both_in, grid)
             labels = {} if mv_lab is None else {"moving_label": mv_lab, "fixed_label": fx_lab}
             sums = write_sample(job.out, inputs, names[key], {"moving": mv, "fixed": fx}, labels, syn_in)
             job.record(key, {"t_aug": a, "t_syn": s, "t_prime": [a, s], "index": i, "sha256": sums,

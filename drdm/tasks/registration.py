@@ -147,10 +147,9 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
             dd.append(syn)
         elif method == "drdm":
             from ..grid import InputGrid
-            from ..sampling import network_input, recovery_settings, registration_pairs, sample_seed
+            from ..sampling import apply_field, network_input, registration_pairs, sample_seed
             grid = InputGrid.of(net, img.shape[2:])
             x = network_input(net, grid, img[0, 0].cpu().numpy(), device)
-            mode = recovery_settings(net).image_mode
             src = img.to(device)
             for j, pair in enumerate(prof.drdm_pairs):           # copies of one level pair as one batch
                 idx = range(j, n, len(prof.drdm_pairs))
@@ -159,8 +158,8 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
                 r = registration_pairs(net, grid, None, tuple(pair), [sample_seed(seed, i, k) for k in idx],
                                        network_image=x)
                 many = src.expand(len(idx), *src.shape[1:])
-                mv.append(spatial.warp(many, r["aug"].to(src.dtype), mode=mode, padding_mode="border").cpu())
-                fx.append(spatial.warp(many, r["both"].to(src.dtype), mode=mode, padding_mode="border").cpu())
+                mv.append(apply_field(net, many, r["aug"])[0].cpu())
+                fx.append(apply_field(net, many, r["both"])[0].cpu())
                 dd.append(r["syn"].cpu())
         else:
             raise ValueError(f"synthesis must be 'mrbs' or 'drdm', got {method!r}")
