@@ -219,7 +219,8 @@ def divergence(net, image: torch.Tensor, level: int, seed: int = 0, eps: float =
 
 def main(argv=None) -> int:
     from .faults import EXIT_STOPPED, RunStopped
-    from .provenance import Timer, atomic_write, output_dir, save_results
+    from .files import atomic_write
+    from .provenance import Timer, output_dir, save_results
     from .shared import absent_reason, official_checkpoint, official_dir
     from .checkpoint import load_official
     ap = argparse.ArgumentParser(description="drdm's recovery against the release's own loop, in distribution "

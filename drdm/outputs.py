@@ -23,9 +23,9 @@ from typing import Callable
 
 
 from .data import DataError
-from .provenance import temp_affixes
+from .files import temp_affixes
 
-__all__ = ["DDF_CONVENTION", "sha256_file", "atomic_write", "write_text", "check_creatable", "OutputDir"]
+__all__ = ["DDF_CONVENTION", "sha256_file", "write_text", "check_creatable", "OutputDir"]
 
 DDF_CONVENTION = ("float32 NIfTI vector image (*input_file_shape, ndim), intent 'vector'; voxels of the "
                   "input grid, component i along array axis i; pull-back: out(x) = in(x + u(x))")
@@ -42,11 +42,11 @@ def sha256_file(path) -> str:
 
 # ---------------------------------------------------------------- atomic files
 
-def atomic_write(path: Path, write: Callable[[str], None], *, overwrite: bool = True) -> Path:
-    """:func:`drdm.provenance.atomic_write`, with the CLI's message for an existing output."""
-    from . import provenance
+def _atomic_output(path: Path, write: Callable[[str], None], *, overwrite: bool = True) -> Path:
+    """:func:`drdm.files.atomic_write`, with the CLI's message for an existing output."""
+    from .files import atomic_write
     try:
-        return provenance.atomic_write(path, write, overwrite=overwrite)
+        return atomic_write(path, write, overwrite=overwrite)
     except FileExistsError:
         raise DataError(f"{path}: exists; pass --overwrite to replace it") from None
 
@@ -57,7 +57,7 @@ def write_text(path: Path, text: str, overwrite: bool = True) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-    return atomic_write(path, write, overwrite=overwrite)
+    return _atomic_output(path, write, overwrite=overwrite)
 
 
 def check_creatable(path: Path) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["cardiac_phantom", "cardiac_dataset", "thorax_phantom", "thorax_dataset",
+__all__ = ["cardiac_phantom", "cardiac_dataset", "thorax_phantom", "thorax_dataset", "phantom_records",
            "ACDC_LABELS", "LUNG_LABELS"]
 
 ACDC_LABELS = {0: "background", 1: "RV", 2: "myocardium", 3: "LV"}
@@ -184,3 +184,22 @@ def thorax_dataset(n: int, size: int = 64, seed: int = 0):
     imgs = torch.from_numpy(np.stack([o[0] for o in out]))[:, None]
     masks = torch.from_numpy(np.stack([o[1] for o in out]))[:, None]
     return imgs, masks, [f"thorax{seed + k:04d}" for k in range(n)]
+
+
+def phantom_records(kind: str, n: int, size: int, seed: int, phases=("ED",)):
+    """Phantom subjects as :class:`drdm.data.Record` (2-D cardiac or 3-D thorax)."""
+    from .data import ACDC_CONVENTION, Record
+    records = []
+    for k in range(n):
+        if kind == "cardiac":
+            for ph in phases:
+                img, lab = cardiac_phantom(seed + k, size, ph)
+                records.append(Record(img, lab, (1.0, 1.0), np.eye(4), f"phantom{seed + k:04d}", ph,
+                                      "phantom", ACDC_CONVENTION, "", {}))
+        elif kind == "thorax":
+            img, lab = thorax_phantom(seed + k, size)
+            records.append(Record(img, lab, (1.0, 1.0, 1.0), np.eye(4), f"thorax{seed + k:04d}", None,
+                                  "phantom", "lung mask: 0 background, 1 left, 2 right lung", "", {}))
+        else:
+            raise ValueError(f"unknown phantom kind {kind!r}")
+    return records

@@ -6,13 +6,14 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-__all__ = ["repo_root", "results_dir", "git_commit", "output_dir", "save_results", "atomic_write", "temp_affixes", "Timer"]
+from .files import atomic_write
+
+__all__ = ["repo_root", "results_dir", "git_commit", "output_dir", "save_results", "Timer"]
 
 #: the copy of the repository's ``results/`` inside a built package (``setup.py`` puts it there)
 PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
@@ -69,49 +70,6 @@ class Timer:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
-
-
-def temp_affixes(name: str) -> tuple[str, str]:
-    for ext in (".nii.gz", ".nii"):        # keep NIfTI extensions so writers recognise the format
-        if name.endswith(ext):
-            return f".{name[:-len(ext)]}.", ".tmp" + ext
-    return f".{name}.", ".tmp"
-
-
-def atomic_write(path, write, *, overwrite: bool = True) -> Path:
-    """Write ``path`` through a temporary file in its folder, then rename: never half a file.
-
-    ``write(tmp_path)`` fills the temporary file. With ``overwrite=False`` an existing
-    ``path`` raises ``FileExistsError`` (checked atomically with a hard link). The
-    temporary file is removed on any error; the file gets the usual umask permissions.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix, suffix = temp_affixes(path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)      # mkstemp creates 0600
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:                                  # fails if the target exists, even if it appeared meanwhile
-                os.link(tmp, path)
-            except FileExistsError:
-                raise
-            except OSError:                       # no hard links on this file system
-                if path.exists():
-                    raise FileExistsError(str(path)) from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def _clean(x):

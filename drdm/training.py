@@ -26,7 +26,7 @@ import torch.distributed as dist
 
 from .runner import pick_device
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint
-from .provenance import atomic_write
+from .files import atomic_write
 from .diffusion import DiffusionConfig, ForwardProcess
 from .fit import Every, fit, optimizer_step
 from .losses import drdm_loss

@@ -8,7 +8,7 @@ import torch
 
 from drdm.data import ACDC_CONVENTION, Record
 from drdm.tasks import fewshot as FS
-from drdm.tasks._common import phantom_records
+from drdm.phantoms import phantom_records
 from drdm.tasks.augcache import AugCache, prepare_slices
 
 pytestmark = pytest.mark.usefixtures("one_thread")

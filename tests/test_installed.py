@@ -38,7 +38,7 @@ def installed(tmp_path_factory):
 
 def test_installed_package_finds_recorded_results(installed, tmp_path):
     site, env = installed
-    code = ("import drdm; from drdm.tasks._common import load_recorded; "
+    code = ("import drdm; from drdm.book import load_recorded; "
             "print(drdm.__file__); print(drdm.results_dir()); "
             "print(load_recorded('segmentation_mnms') is not None, load_recorded('registration_mnms') is not None)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

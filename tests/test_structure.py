@@ -207,3 +207,43 @@ def test_the_networks_declared_fields_are_read_as_fields():
                     and node.args[1].value in ("weights_origin", "train_config")):
                 bad.append(f"{name}:{node.lineno}")
     assert not bad, bad
+
+
+#: names every module of a kind defines by design: a CLI command's HELP, DESCRIPTION and
+#: add_arguments; a runnable module's main; a task's PROFILES, METRICS, verdict and summarise
+PROTOCOL_NAMES = {"HELP", "DESCRIPTION", "add_arguments", "main", "PROFILES", "METRICS", "verdict", "summarise"}
+
+
+def test_no_public_name_is_defined_twice():
+    """One definition per public name in drdm/ (two check_levels, two resolve_checkpoint and two
+    pick_device with different rules were how the package came to disagree with itself)."""
+    where = {}
+    for name, path in _modules().items():
+        for node in ast.parse(path.read_text()).body:
+            names = [node.name] if isinstance(node, (ast.FunctionDef, ast.ClassDef)) else \
+                [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            for n in names:
+                if not n.startswith("_") and n not in PROTOCOL_NAMES:
+                    where.setdefault(n, []).append(name)
+    twice = {n: m for n, m in where.items() if len(m) > 1}
+    assert not twice, twice
+
+
+def test_chapters_import_only_public_modules_and_tasks_never_import_ipython():
+    import re
+    root = PACKAGE.parent
+    private = []
+    for md in sorted((root / "notebooks").glob("[0-9][0-9]_*.md")):
+        for k, line in enumerate(md.read_text().splitlines(), 1):
+            m = re.match(r"\s*(?:from|import)\s+(drdm[\w.]*)", line)
+            if m and any(part.startswith("_") for part in m.group(1).split(".")):
+                private.append(f"{md.name}:{k}: {line.strip()}")
+    assert not private, private
+    ipython = []
+    for name, path in _modules().items():
+        if name.startswith("drdm.tasks"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                ipython += [f"{name}: {m}" for m in mods if m.split(".")[0] == "IPython"]
+    assert not ipython, ipython

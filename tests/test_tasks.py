@@ -12,6 +12,7 @@ import torch
 
 from drdm import spatial
 from drdm.data import ACDC_CONVENTION, Record
+from drdm.phantoms import phantom_records
 from drdm.tasks import _common, registration as R, segmentation as S
 
 
@@ -81,7 +82,7 @@ def test_segmentation_split_never_leaks(seg_ci):
     train, test = set(res["split"]["train_subjects"]), set(res["split"]["test_subjects"])
     assert train and test and not train & test
     # both phases of a subject stay together; and the assertion fires on a leaking split
-    recs = _common.phantom_records("cardiac", 6, 32, 0, ("ED", "ES"))
+    recs = phantom_records("cardiac", 6, 32, 0, ("ED", "ES"))
     tr, te = _common.split_subjects(recs, 0.5, seed=3)
     assert not {r.subject for r in tr} & {r.subject for r in te}
     assert len(tr) % 2 == 0 and len(te) % 2 == 0
@@ -143,7 +144,7 @@ def test_drdm_augmentation_is_label_safe(drdm_ckpt):
 
 def test_segmentation_reaches_a_reasonable_dice():
     """Reduced version of '100 % of the subjects': 8 training subjects (ED+ES), 32 px, 200 steps."""
-    recs = _common.phantom_records("cardiac", 12, 32, 1000, ("ED", "ES"))
+    recs = phantom_records("cardiac", 12, 32, 1000, ("ED", "ES"))
     x, y = _common.to_tensors(recs[:16])
     xt, yt = _common.to_tensors(recs[16:])
     model = S.train_segmenter(x, y, steps=200, batch=8, features=(16, 32, 64), norm="batch", seed=0)
@@ -217,7 +218,7 @@ def test_registration_3d_and_drdm_paths(drdm_ckpt):
 
 def test_synthetic_pairs_follow_the_pull_back_convention(drdm_ckpt):
     from drdm import load as load_model
-    imgs = _common.to_tensors(_common.phantom_records("cardiac", 2, 32, 0))[0]
+    imgs = _common.to_tensors(phantom_records("cardiac", 2, 32, 0))[0]
     prof = R.PROFILES["ci"]
     for method, net in (("mrbs", None), ("drdm", load_model(drdm_ckpt[2]))):
         mv, fx, dd = R.synthetic_pairs(method, imgs, 2, 0, _common.apply_overrides(prof, {"drdm_pairs": ((2, 2),)}),

@@ -64,7 +64,7 @@ def table1_images(args, net, size) -> torch.Tensor:
     return torch.stack(out)
 
 
-def format_table(res: dict) -> str:
+def table1_text(res: dict) -> str:
     lines = [f"{'T_prime':>7}  {'field':<9}  {'max |phi| (% side)':>20}  {'mean |phi| (% side)':>20}  {'|J|<0 (%)':>16}"]
     for lv, kinds in res.items():
         for kind, m in kinds.items():
@@ -91,7 +91,7 @@ def cmd_table1(args) -> int:
     images = images.expand(-1, net.config.in_channels, *[-1] * nd)
     res = table1(net, images, [int(v) for v in args.levels], seed=args.seed, batch=args.batch,
                  progress=sys.stderr.isatty(), recover=args.recover, settings=args.settings)
-    print(format_table(res))
+    print(table1_text(res))
     from .. import __version__
     doc = {"format": "drdm-table1-1", "drdm_version": __version__, "checkpoint": str(args.checkpoint),
            "checkpoint_sha256": sha256_file(args.checkpoint), "seed": args.seed, "levels": [int(v) for v in args.levels],

@@ -187,7 +187,7 @@ def save_nifti(path, array, affine=None, *, like=None, label: bool = False, vect
     """Write a 2-D or 3-D array (or a field of vectors on such a grid) as NIfTI, atomically.
 
     The file is written to a temporary name in the same folder and moved into place
-    (:func:`drdm.provenance.atomic_write`); on any error nothing is left behind. An
+    (:func:`drdm.files.atomic_write`); on any error nothing is left behind. An
     existing file is never replaced unless ``overwrite=True``.
 
     Args:
@@ -205,7 +205,7 @@ def save_nifti(path, array, affine=None, *, like=None, label: bool = False, vect
         the written path.
     """
     import nibabel as nib
-    from ..provenance import atomic_write
+    from ..files import atomic_write
 
     path = Path(path)
     name = path.name.lower()

@@ -1,12 +1,11 @@
-"""Helpers shared by the downstream tasks: profiles, data, checkpoints, statistics, output."""
+"""Helpers shared by the downstream tasks: profiles, threads, data tensors, the DRDM model, output, and the
+experiment skeleton (statistics: :mod:`drdm.stats`; what chapters show of recorded runs: :mod:`drdm.book`)."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
 import logging
-import math
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -59,26 +58,6 @@ def load_drdm(checkpoint, ndim: int, device) -> tuple[object | None, str | None,
 
 # ---------------------------------------------------------------- data
 
-def phantom_records(kind: str, n: int, size: int, seed: int, phases=("ED",)):
-    """Phantom subjects as :class:`drdm.data.Record` (2-D cardiac or 3-D thorax)."""
-    from ..data import ACDC_CONVENTION, Record
-    from ..phantoms import cardiac_phantom, thorax_phantom
-    records = []
-    for k in range(n):
-        if kind == "cardiac":
-            for ph in phases:
-                img, lab = cardiac_phantom(seed + k, size, ph)
-                records.append(Record(img, lab, (1.0, 1.0), np.eye(4), f"phantom{seed + k:04d}", ph,
-                                      "phantom", ACDC_CONVENTION, "", {}))
-        elif kind == "thorax":
-            img, lab = thorax_phantom(seed + k, size)
-            records.append(Record(img, lab, (1.0, 1.0, 1.0), np.eye(4), f"thorax{seed + k:04d}", None,
-                                  "phantom", "lung mask: 0 background, 1 left, 2 right lung", "", {}))
-        else:
-            raise ValueError(f"unknown phantom kind {kind!r}")
-    return records
-
-
 def to_tensors(records) -> tuple[torch.Tensor, torch.Tensor]:
     """``(images (N, 1, *S) float32, labels (N, 1, *S) int64)``; every record needs a label."""
     missing = [r.subject for r in records if r.label is None]
@@ -116,71 +95,6 @@ def split_subjects(records, test_fraction: float, seed: int) -> tuple[list, list
     return train, test
 
 
-# ---------------------------------------------------------------- statistics
-
-def finite(values, fill: float) -> np.ndarray:
-    """``inf`` (an empty prediction's surface distance) replaced by ``fill``."""
-    a = np.asarray(values, dtype=np.float64)
-    return np.where(np.isfinite(a), a, fill)
-
-
-def wilcoxon(a, b) -> float | None:
-    """Two-sided paired Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``).
-
-    1.0 when every pair is equal; ``None`` with fewer than 2 pairs.
-    """
-    from scipy.stats import wilcoxon as _w
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.size < 2:
-        return None
-    d = a - b
-    if np.all(np.abs(d) <= 1e-12 * max(1.0, np.abs(a).max())):
-        return 1.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return float(_w(a, b).pvalue)
-        except ValueError:
-            return None
-
-
-def paired_difference(a, b, *, confidence: float = 0.95, n_resamples: int = 4000, seed: int = 0) -> dict | None:
-    """Mean of ``a - b`` over pairs (e.g. per test image) with a bootstrap confidence interval.
-
-    ``scipy.stats.bootstrap`` (percentile method, fixed seed, so reruns agree).
-    Returns ``{"mean", "ci": [lo, hi], "confidence", "n"}``; ``None`` with fewer than 2 pairs.
-    """
-    from scipy.stats import bootstrap
-    d = np.asarray(a, float) - np.asarray(b, float)
-    if d.size < 2:
-        return None
-    if np.all(d == d[0]):
-        lo = hi = float(d[0])
-    else:
-        res = bootstrap((d,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                        method="percentile", random_state=np.random.default_rng(seed))
-        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return {"mean": float(d.mean()), "ci": [lo, hi], "confidence": confidence, "n": int(d.size)}
-
-
-def summary(values) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    return {"mean": float(a.mean()) if a.size else None,
-            "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)}
-
-
-def fmt(x, digits: int = 1, scale: float = 1.0) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x * scale:.{digits}f}"
-
-
-def fmt_p(p) -> str:
-    if p is None:
-        return "–"
-    return "<.001" if p < 1e-3 else f"{p:.3f}"
-
-
 def write_outputs(name: str, result: dict, markdown: str, out_dir, profile: str, seed: int,
                   device: str, wall: float, data: str) -> dict:
     """``<out_dir>/<profile>/<name>.json`` (with provenance) and ``<name>.md``; returns the paths."""
@@ -196,81 +110,6 @@ def jsonable(x):
     """Check that ``x`` survives ``json.dumps`` (inf/nan are not JSON): raises otherwise."""
     json.dumps(x, allow_nan=False)
     return x
-
-
-def compare_sentence(label: str, diff: dict | None, p: float | None, unit: str = "Dice points",
-                     spread: float | None = None) -> str:
-    """One honest line about a paired comparison: the mean difference, its CI and the verdict.
-
-    ``diff`` from :func:`paired_difference` (fractions); the verdict is "better" or "worse" only
-    when the confidence interval excludes zero, else "no clear difference". ``spread`` (a
-    fraction): how far this difference moves when only the seed changes (a phantom run's
-    cross-machine proxy, ``tools/phantom_spread.py``); a difference no larger is "no conclusion".
-    """
-    if diff is None:
-        return f"{label}: too few test cases to compare."
-    lo, hi = diff["ci"]
-    verdict = ("better" if lo > 0 else "worse" if hi < 0 else "no clear difference")
-    if spread is not None and verdict != "no clear difference" and abs(diff["mean"]) <= spread:
-        verdict = (f"no conclusion: the seed alone moves this difference by {100 * spread:.1f} {unit} "
-                   "(results/cpu/phantom_spread.json)")
-    ptxt = "" if p is None else (", Wilcoxon p < 0.001" if p < 0.001 else f", Wilcoxon p = {p:.3f}")
-    return (f"{label}: {100 * diff['mean']:+.1f} {unit} ({100 * diff['confidence']:.0f} % CI "
-            f"[{100 * lo:+.1f}, {100 * hi:+.1f}], n = {diff['n']}{ptxt}): {verdict}.")
-
-
-def phantom_spread(task: str) -> dict:
-    """``{comparison: spread (fraction)}`` of the recorded cross-seed spread of the ``cpu`` phantom
-    runs (``results/cpu/phantom_spread.json``) for ``task`` (``"segmentation"`` or
-    ``"registration"``); empty when there is no record."""
-    from ..provenance import results_dir as committed_results
-    path = Path(committed_results()) / "cpu" / "phantom_spread.json"
-    if not path.is_file():
-        return {}
-    block = json.loads(path.read_text())["numbers"]["spread"].get(task, {})
-    return {k: v["spread"] for k, v in block.items()}
-
-
-def load_recorded(name: str, profile: str = "cpu", results_dir=None) -> dict | None:
-    """A recorded experiment ``results/<profile>/<name>.json`` with a one-line caption, or ``None``.
-
-    Returns ``{"numbers": ..., "caption": "*Profile ..., data ..., subjects, seeds, checkpoint, time.*"}``
-    (for notebooks that show a long run without re-running it).
-    """
-    from ..provenance import results_dir as committed_results
-    path = Path(results_dir or committed_results()) / profile / f"{name}.json"
-    if not path.is_file():
-        return None
-    doc = json.loads(path.read_text())
-    rec, prov = doc["numbers"], doc.get("provenance", {})
-    split = rec.get("split", {})
-    if "protocol" in rec:                 # the few-shot record: labelled subsets of a pool, validation, test
-        config = rec["protocol"]
-        subjects = (f"{' or '.join(map(str, config['labelled']))} labelled of {len(split['order'])}, "
-                    f"{len(split['val'])} validation and {len(split['test'])} test subjects")
-    else:
-        config = rec["config"]
-        subjects = (f"{len(split.get('train_subjects', []))} training and {len(split.get('test_subjects', []))} "
-                    "test subjects")
-    ckpt = rec.get("drdm_checkpoint") or (rec.get("drdm_checkpoint_sha256") or "")[:12] or None
-    caption = (f"*Profile `{doc['profile']}`, data `{doc.get('data')}` "
-               f"({subjects}), seeds {config.get('seeds')}, DRDM checkpoint "
-               f"`{ckpt}`, {prov.get('wall_time_s', 0) / 60:.0f} min on {prov.get('device')}, "
-               f"commit {prov.get('commit')}.*")
-    return {"numbers": rec, "caption": caption}
-
-
-def show_recorded(name: str, verdict, profile: str = "cpu") -> bool:
-    """Display a recorded run (:func:`load_recorded`) in a notebook: caption, table, and the
-    lines of ``verdict(numbers)``. Prints a hint and returns False when there is none."""
-    rec = load_recorded(name, profile)
-    if rec is None:
-        print(f"no recorded run results/{profile}/{name}.json (drdm experiment ... --profile {profile} makes one)")
-        return False
-    from IPython.display import Markdown, display
-    display(Markdown(rec["caption"] + "\n\n" + rec["numbers"]["markdown"]))
-    print("\n".join(verdict(rec["numbers"])))
-    return True
 
 
 # ---------------------------------------------------------------- the experiment skeleton

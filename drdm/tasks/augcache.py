@@ -156,7 +156,7 @@ class AugCache:
         import time
         from tqdm.auto import tqdm
         from ..faults import guard
-        from ..provenance import atomic_write
+        from ..files import atomic_write
         paths = [self.path(method, s, params) for s in items]
         found = {}
         for i, p in enumerate(paths):

@@ -15,9 +15,8 @@ The protocol (:class:`FewShotProtocol`; chapter 4 states every departure from Se
    best weights; then scores the test subjects. The cell is written atomically to
    ``<work>/cells/<run key>/<cell>.json``; a re-run skips written cells, so a killed run
    loses at most the cell it was training.
-5. :func:`summarise` averages each test subject's scores over seeds and reports per-structure
-   Dice, sensitivity, precision and ASD, and DRDM - BigAug and DRDM - none with bootstrap
-   95 % intervals over test **subjects**.
+5. :func:`summarise` averages each test subject's scores over seeds and reports per-structure Dice,
+   sensitivity, precision, ASD, DRDM - BigAug and - none with bootstrap 95 % intervals over test **subjects**.
 """
 from __future__ import annotations
 
@@ -34,14 +33,15 @@ import torch
 
 from .augcache import AugCache, Slice, method_params, prepare_slices, slice_seed
 from ..runner import pick_device
-from ._common import log, num_threads, paired_difference, summary
+from ..stats import paired_difference, summary
+from ._common import log, num_threads
 from .segmentation import METHOD_NAMES as _SEG_NAMES, METHODS, STRUCTURES
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "vendor_split", "run_fewshot", "summarise", "fewshot_markdown",
            "fewshot_verdict", "STRUCTURES", "METHODS"]
 
 #: the few-shot tables name the baseline "none" (Table 2 writes N/A)
-METHOD_NAMES = {**_SEG_NAMES, "none": "none"}
+METHOD_LABELS = {**_SEG_NAMES, "none": "none"}
 
 
 @dataclass(frozen=True)
@@ -301,7 +301,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
         stop_after: stop after this many newly trained cells (tests simulate a killed run).
     """
     from ..faults import guard
-    from ..provenance import atomic_write
+    from ..files import atomic_write
     prot = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
@@ -448,12 +448,12 @@ def _ci(d: dict | None) -> str:
 
 def fewshot_verdict(result: dict) -> list[str]:
     """One line per label count: DRDM against BigAug and against none, in words."""
-    from ._common import compare_sentence
+    from ..stats import compare_sentence
     out = []
     for n, diffs in result["dice_difference"].items():
         for a, b in (("drdm", "bigaug"), ("drdm", "none")):
             d = diffs.get(f"{a}_vs_{b}")
-            label = f"{n} labelled subject{'s' if n != '1' else ''}, {METHOD_NAMES[a]} minus {METHOD_NAMES[b]}"
+            label = f"{n} labelled subject{'s' if n != '1' else ''}, {METHOD_LABELS[a]} minus {METHOD_LABELS[b]}"
             if d is None:
                 skipped = result.get("skipped", {})
                 why = skipped.get(a) or skipped.get(b) or "no finished cells for both methods"
@@ -479,17 +479,17 @@ def fewshot_markdown(result: dict) -> str:
                 cells += [f"{100 * src[k]['mean']:.1f}" if src[k]["mean"] is not None else "–"
                           for k in ("dice", "sens", "prec")]
                 cells.append(f"{src['asd']['mean']:.2f}" if src["asd"]["mean"] is not None else "–")
-            lines.append(f"| {n} | {METHOD_NAMES[m]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {n} | {METHOD_LABELS[m]} | " + " | ".join(cells) + " |")
             for cv in res["convergence"]:
                 pc = cv["plateau_change"]
-                conv.append(f"| {n} | {METHOD_NAMES[m]} | {cv['seed']} | {cv['best_step']} | {cv['steps_run']} | "
+                conv.append(f"| {n} | {METHOD_LABELS[m]} | {cv['seed']} | {cv['best_step']} | {cv['steps_run']} | "
                             f"{100 * cv['best_val_dice']:.1f} | {'–' if pc is None else f'{100 * pc:+.1f}'} | "
                             f"{res['n_train_images']} | {cv['wall_s'] / 60:.1f} |")
     diff = ["| labelled | comparison | " + " | ".join(cols) + " |", "|" + "---|" * (2 + len(cols))]
     for n, rows in result["dice_difference"].items():
         for name, row in rows.items():
             a, b = name.split("_vs_")
-            diff.append(f"| {n} | {METHOD_NAMES[a]} - {METHOD_NAMES[b]} | "
+            diff.append(f"| {n} | {METHOD_LABELS[a]} - {METHOD_LABELS[b]} | "
                         + " | ".join(_ci(row["average"] if c == "Average" else row[c])
                                      for c in cols) + " |")
     out = [*lines, "", "Dice differences (points) with 95 % bootstrap intervals over test subjects", "", *diff,

@@ -39,8 +39,9 @@ import torch.nn.functional as F
 
 from .. import metrics, spatial
 from ..fit import fit, optimizer_step
-from ._common import (Experiment, compare_sentence, finite, fit_size, fmt, fmt_p, log, num_threads, paired_difference,
-                      phantom_records, split_subjects, summary, to_tensors, wilcoxon)
+from ..phantoms import phantom_records
+from ..stats import compare_sentence, finite, fmt, fmt_p, paired_difference, summary, wilcoxon
+from ._common import Experiment, fit_size, log, num_threads, split_subjects, to_tensors
 from .voxelmorph import VoxelMorph, gradient_l1, gradient_l2
 
 __all__ = ["VoxelMorph", "RegProfile", "PROFILES", "SYNTHESIS", "gradient_l1", "gradient_l2",
@@ -396,7 +397,7 @@ def _tests(rows: dict) -> dict:
 
 def verdict(result: dict, a: str = "drdm", b: str = "mrbs", spread: dict | None = None) -> list[str]:
     """One line per fine-tuning setting: does ``a`` synthesis beat ``b`` on DSC (difference, 95 % CI, p)?
-    ``spread``: ``{"<row a> vs <row b>": fraction}`` (:func:`drdm.tasks._common.phantom_spread`); a
+    ``spread``: ``{"<row a> vs <row b>": fraction}`` (:func:`drdm.book.phantom_spread`); a
     difference inside it is no conclusion."""
     out = []
     for ft in (False, True):

@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ._common import (Experiment, compare_sentence, finite, fit_size, fmt, fmt_p, log, num_threads, paired_difference,
-                      phantom_records, split_subjects, summary, to_tensors, wilcoxon)
+from ..phantoms import phantom_records
+from ..stats import compare_sentence, finite, fmt, fmt_p, paired_difference, summary, wilcoxon
+from ._common import Experiment, fit_size, log, num_threads, split_subjects, to_tensors
 from .unet import UNet, bce_loss, predict, train_segmenter
 
 __all__ = ["UNet", "SegProfile", "PROFILES", "METHODS", "STRUCTURES", "bce_loss", "train_segmenter",
@@ -272,7 +273,7 @@ def _wilcoxon_tests(per_method: dict) -> dict:
 
 def verdict(result: dict, a: str = "drdm", b: str = "bigaug", spread: dict | None = None) -> list[str]:
     """One line per label ratio: does ``a`` beat ``b`` on average Dice (difference, 95 % CI, p)?
-    ``spread``: ``{"<ratio key> <a>_vs_<b>": fraction}`` (:func:`drdm.tasks._common.phantom_spread`);
+    ``spread``: ``{"<ratio key> <a>_vs_<b>": fraction}`` (:func:`drdm.book.phantom_spread`);
     a difference inside it is no conclusion."""
     out = []
     for key, block in result["results"].items():

@@ -186,7 +186,8 @@ def _folding_figure(net, images, subjects, levels, seed, path):
 def main(argv=None) -> int:
     from ..checkpoint import load_official
     from ..faults import EXIT_STOPPED, RunStopped, guard
-    from ..provenance import Timer, atomic_write, output_dir, save_results
+    from ..files import atomic_write
+    from ..provenance import Timer, output_dir, save_results
     from ..shared import absent_reason, acdc_slices_dir, official_checkpoint
     ap = argparse.ArgumentParser(description="Table 1 of the paper against the release's weights on ACDC, "
                                              "one verdict per level and metric (resumable)")
