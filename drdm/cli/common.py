@@ -125,6 +125,27 @@ def add_sampling_args(p, size_help="network grid side (default: the grid the net
     p.add_argument("--size", type=positive, default=None, help=size_help)
 
 
+# ---------------------------------------------------------------- datasets (experiment, fewshot)
+
+#: ``--data`` keywords of ``drdm experiment`` and ``drdm fewshot`` (anything else: a folder of NIfTI pairs)
+DATASETS = ("phantom", "thorax3d", "mnms", "acdc", "acdc-h5")
+
+
+def data_records(data: str, data_dir: str | None):
+    """``--data`` / ``--data-dir`` -> what the task runners take: ``phantom`` / ``thorax3d`` (the
+    embedded phantoms, returned as the runner's keyword), else :func:`drdm.data.load_dataset`."""
+    from ..data import DATASET_LOADERS, load_dataset
+    if data in ("phantom", "thorax3d"):
+        if data_dir:
+            raise UsageError(f"--data-dir is not used with --data {data}")
+        return data
+    if data in DATASET_LOADERS and not data_dir:
+        raise UsageError(f"--data {data} needs --data-dir (the dataset's root folder)")
+    if data not in DATASET_LOADERS and data_dir:
+        raise UsageError(f"--data-dir is only for --data {'|'.join(DATASET_LOADERS)}; give the folder as --data")
+    return load_dataset(data, data_dir)
+
+
 # ---------------------------------------------------------------- the network and the inputs
 
 

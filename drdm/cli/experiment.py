@@ -3,44 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .common import UsageError, int_list, resolve_checkpoint
-
-
-#: ``--data`` keywords of ``drdm experiment`` (anything else must be a folder of NIfTI pairs)
-DATASETS = ("phantom", "thorax3d", "mnms", "acdc", "acdc-h5")
-
-
-def experiment_records(data: str, data_dir: str | None):
-    """``--data`` of ``drdm experiment`` -> what the task runners take.
-
-    ``phantom`` / ``thorax3d``: the embedded phantoms (returned as the runner's keyword);
-    ``mnms`` / ``acdc`` / ``acdc-h5``: the loader of that layout on ``data_dir``;
-    any other value: a folder of ``X.nii.gz`` images with ``X_gt.nii.gz`` labels.
-    """
-    from pathlib import Path
-    from .. import data as D
-    if data in ("phantom", "thorax3d"):
-        if data_dir:
-            raise UsageError(f"--data-dir is not used with --data {data}")
-        return data
-    loaders = {"mnms": D.load_mnms, "acdc": D.load_acdc, "acdc-h5": D.load_acdc_h5}
-    if data in loaders:
-        if not data_dir:
-            raise UsageError(f"--data {data} needs --data-dir (the dataset's root folder)")
-        root, load = Path(data_dir), loaders[data]
-    else:
-        root, load = Path(data), D.load_nifti_folder
-        if data_dir:
-            raise UsageError("--data-dir is only for --data mnms|acdc|acdc-h5; give the folder as --data")
-    if not root.is_dir():
-        raise UsageError(f"{root}: no such data folder")
-    try:
-        records = load(root)
-    except (D.DataError, OSError, ValueError) as e:
-        raise UsageError(str(e)) from None
-    if not records:
-        raise UsageError(f"{root}: no labelled images found")
-    return records
+from .common import DATASETS, UsageError, data_records, int_list, resolve_checkpoint
 
 
 def middle_slices(records):
@@ -54,8 +17,8 @@ def middle_slices(records):
 
 def cmd_experiment(args) -> int:
     import logging
-    from ..tasks import write_outputs
-    records = experiment_records(args.data, args.data_dir)
+    from ..tasks import ProfileOptionError, write_outputs
+    records = data_records(args.data, args.data_dir)
     overrides = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -94,7 +57,7 @@ def cmd_experiment(args) -> int:
         if bad:
             raise UsageError(f"--methods {','.join(bad)}: not a {name} method; choose from {','.join(choices)}")
         result = run(data=records, **kw)
-    except (TypeError, ValueError, FileNotFoundError) as e:
+    except (ProfileOptionError, ValueError, FileNotFoundError) as e:     # a TypeError elsewhere is a bug: traceback
         raise UsageError(str(e)) from None
     data = args.data if args.data in DATASETS else "folder"
     suffix = "" if data == "phantom" else "_" + data.replace("-", "_")     # phantom: the book's own file

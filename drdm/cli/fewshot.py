@@ -5,8 +5,7 @@ import dataclasses
 import shlex
 import sys
 
-from .common import UsageError, int_list
-from .experiment import experiment_records
+from .common import UsageError, data_records, int_list
 
 HELP = "few-shot segmentation (Table 2 at 1 and 5 labelled subjects), resumable"
 DESCRIPTION = ("Train U-Nets to a validation-chosen stop on 1 and 5 labelled subjects with no augmentation, "
@@ -46,7 +45,7 @@ def cmd_fewshot(args) -> int:
     prot = PROTOCOLS[args.protocol]
     changes = {k: tuple(v) for k, v in (("seeds", args.seeds), ("labelled", args.labelled)) if v}
     prot = dataclasses.replace(prot, **changes)
-    records = experiment_records(args.data, args.data_dir)
+    records = data_records(args.data, args.data_dir)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = [a for a in sys.argv[1:] if a != "--report-only"]
     command = "drdm " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["fewshot"] else None

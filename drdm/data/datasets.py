@@ -18,7 +18,7 @@ from .nifti import affine_from_spacing, load_nifti
 from .records import (ACDC_CONVENTION, LUNG_CONVENTION, MNMS_CONVENTION, Record, check_image, check_label,
                       check_pair, data_error, first_line)
 
-__all__ = ["ACDC_GROUPS", "SSL4MIS_PHASES", "acdc_group", "load_acdc", "load_acdc_h5", "load_mnms", "load_nifti_folder", "load_learn2reg_lung", "MNMS_TO_ACDC"]
+__all__ = ["ACDC_GROUPS", "SSL4MIS_PHASES", "acdc_group", "load_acdc", "load_acdc_h5", "load_dataset", "DATASET_LOADERS", "load_mnms", "load_nifti_folder", "load_learn2reg_lung", "MNMS_TO_ACDC"]
 
 
 def _require_dir(root) -> Path:
@@ -298,3 +298,32 @@ def load_learn2reg_lung(root) -> list[Record]:
         raise data_error(root, "no Learn2Reg lung images (imagesTr/case_XXX_exp.nii.gz) found")
     return records
 
+
+
+#: datasets loaded by name (:func:`load_dataset`); anything else is a folder of NIfTI pairs
+DATASET_LOADERS = {"mnms": load_mnms, "acdc": load_acdc, "acdc-h5": load_acdc_h5}
+
+
+def load_dataset(name: str, root=None) -> list[Record]:
+    """Labelled records of a dataset by name: ``mnms``, ``acdc`` or ``acdc-h5`` from ``root``
+    (:data:`DATASET_LOADERS`), or, for any other ``name``, the folder ``name`` of ``X.nii.gz``
+    images with ``X_gt.nii.gz`` labels (:func:`load_nifti_folder`; ``root`` must then be None).
+    Every problem is a one-line :class:`~drdm.data.records.DataError`."""
+    if name in DATASET_LOADERS:
+        if not root:
+            raise data_error(name, f"the {name} dataset needs its root folder")
+        folder, load = Path(root), DATASET_LOADERS[name]
+    else:
+        if root:
+            raise data_error(name, f"a root folder is only for {', '.join(DATASET_LOADERS)}; give the NIfTI "
+                                   "folder itself")
+        folder, load = Path(name), load_nifti_folder
+    if not folder.is_dir():
+        raise data_error(folder, "no such data folder")
+    try:
+        records = load(folder)
+    except OSError as e:
+        raise data_error(folder, f"cannot read ({first_line(e)})") from None
+    if not records:
+        raise data_error(folder, "no labelled images found")
+    return records

@@ -6,9 +6,9 @@ with the release's weights (:mod:`drdm.tasks.table1`, ``python -m drdm.tasks.tab
 experiments end to end on the embedded phantoms (or on :class:`drdm.data.Record`
 lists) and return JSON-serialisable dicts with a markdown table in the paper's layout.
 """
-from ._common import write_outputs
+from ._common import ProfileOptionError, write_outputs
 from .registration import run_registration
 from .segmentation import UNet, run_segmentation
 from .voxelmorph import VoxelMorph
 
-__all__ = ["run_segmentation", "run_registration", "UNet", "VoxelMorph", "write_outputs"]
+__all__ = ["run_segmentation", "run_registration", "UNet", "VoxelMorph", "write_outputs", "ProfileOptionError"]

@@ -14,12 +14,18 @@ import torch
 
 log = logging.getLogger("drdm.tasks")
 
+
+class ProfileOptionError(TypeError):
+    """An override names no field of the experiment's profile (a usage error, not a bug)."""
+
+
 def apply_overrides(profile, overrides: dict):
-    """A copy of the profile dataclass with ``overrides`` (unknown names raise ``TypeError``)."""
+    """A copy of the profile dataclass with ``overrides`` (unknown names raise
+    :class:`ProfileOptionError`, a ``TypeError``)."""
     names = {f.name for f in dataclasses.fields(profile)}
     unknown = sorted(set(overrides) - names)
     if unknown:
-        raise TypeError(f"unknown profile option(s) {unknown}; known: {sorted(names)}")
+        raise ProfileOptionError(f"unknown profile option(s) {unknown}; known: {sorted(names)}")
     return dataclasses.replace(profile, **overrides)
 
 
