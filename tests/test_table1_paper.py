@@ -56,3 +56,25 @@ def test_the_recorded_run_covers_every_slice_and_level_and_follows_the_rule():
     assert [r["verdict"] for r in again["rows"]] == [r["verdict"] for r in doc["rows"]]
     assert again["sentence"] == doc["sentence"]
     assert {(r["T_prime"], r["metric"]) for r in doc["rows"]} == {(lv, m) for lv in T.LEVELS for m in T.METRICS}
+
+
+def test_findings_read_the_verdicts_by_metric():
+    rows = [{"T_prime": lv, "metric": m, "verdict": v} for lv, m, v in (
+        (30, "max_pct", "consistent"), (45, "max_pct", "higher"), (30, "mean_pct", "consistent"),
+        (45, "mean_pct", "consistent"), (30, "negJ_pct", "lower"), (45, "negJ_pct", "higher"))]
+    assert T.findings(rows) == ["max |phi|: consistent at T' = 30; higher at T' = 45",
+                                "mean |phi|: consistent at every level",
+                                "|J|<0: lower at T' = 30; higher at T' = 45"]
+
+
+def test_the_reproducibility_chapter_quotes_the_records_findings():
+    """The row "Table 1, paper vs release" states what the record says, metric by metric."""
+    from pathlib import Path
+    path = results_dir() / "cpu" / "table1_acdc.json"
+    if not path.is_file():
+        pytest.skip("no recorded Table 1 on ACDC (make table1-acdc)")
+    doc = json.loads(path.read_text())["numbers"]
+    text = (Path(__file__).resolve().parents[1] / "book" / "reproducibility.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| Table 1, paper vs release"))
+    for phrase in doc["findings"]:
+        assert phrase.replace("|", "\\|") in row, phrase

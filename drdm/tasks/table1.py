@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 __all__ = ["PAPER_TABLE1", "LEVELS", "RULE", "central_ed_slices", "network_images", "run_level", "verdict",
-           "summarise", "markdown", "main"]
+           "summarise", "findings", "markdown", "main"]
 
 #: the paper's Table 1 (2-D cardiac MRI, generated fields): T' -> metric -> (mean, sd)
 PAPER_TABLE1 = {
@@ -124,7 +124,27 @@ def summarise(levels: dict) -> dict:
             rows.append({"T_prime": int(lv), "metric": metric, **r, "paper_sd": paper_sd,
                          "random_mean": float(rnd.mean()), "random_sd": float(rnd.std(ddof=1))})
     counts = {w: sum(r["verdict"] == w for r in rows) for w in ("consistent", "higher", "lower")}
-    return {"rows": rows, "counts": counts, "sentence": _sentence(rows, counts)}
+    return {"rows": rows, "counts": counts, "sentence": _sentence(rows, counts), "findings": findings(rows)}
+
+
+def findings(rows: list[dict]) -> list[str]:
+    """One phrase per metric saying where it agrees with the paper, e.g. ``"mean |phi|: consistent at
+    every level"`` or ``"|J|<0: lower at T' = 30; higher at T' = 45, 55"`` (the reproducibility
+    chapter quotes them; a test checks they are the record's)."""
+    out = []
+    for metric in METRICS:
+        mine = [r for r in rows if r["metric"] == metric]
+        name = NAMES[metric].split(" (")[0]
+        if all(r["verdict"] == "consistent" for r in mine):
+            out.append(f"{name}: consistent at every level")
+            continue
+        parts = []
+        for word in ("consistent", "higher", "lower"):
+            lv = [r["T_prime"] for r in mine if r["verdict"] == word]
+            if lv:
+                parts.append((min(lv), f"{word} at T' = {', '.join(map(str, lv))}"))
+        out.append(f"{name}: " + "; ".join(p for _, p in sorted(parts)))
+    return out
 
 
 def _sentence(rows, counts) -> str:
@@ -148,10 +168,11 @@ def markdown(summary: dict, meta: dict) -> str:
              "| T' | metric | ours mean +- SD (SE) | paper mean +- SD | ours - paper | ours / paper | verdict | "
              "random field mean +- SD |", "|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
-        lines.append(f"| {r['T_prime']} | {NAMES[r['metric']]} | {r['mean']:.2f} +- {r['sd']:.2f} ({r['se']:.2f}) | "
+        name = NAMES[r["metric"]].replace("|", "\\|")          # a pipe inside a table cell
+        lines.append(f"| {r['T_prime']} | {name} | {r['mean']:.2f} +- {r['sd']:.2f} ({r['se']:.2f}) | "
                      f"{r['paper_mean']:.1f} +- {r['paper_sd']:.1f} | {r['difference']:+.2f} | "
                      f"{r['ratio']:.2f} | **{r['verdict']}** | {r['random_mean']:.2f} +- {r['random_sd']:.2f} |")
-    lines += ["", summary["sentence"], ""]
+    lines += ["", summary["sentence"], "", "By metric: " + "; ".join(f"*{f}*" for f in summary["findings"]) + ".", ""]
     if meta.get("most_folded"):
         lines.append("Most folded generated fields (|J|<0 %): " + "; ".join(
             f"T'={lv}: " + ", ".join(f"{s} {v:.2f}" for s, v in items) for lv, items in meta["most_folded"].items()))
