@@ -24,35 +24,35 @@ def cmd_augment(args) -> int:
     """Algorithm 3: ``--n`` deformed copies of an image (and label) per level."""
     from ..sampling import deform_input, network_input, process_for
     check_total(args.n, len(set(args.levels)), "levels")
-    net, inputs, grid, device = setup(args)
+    net, inputs, grid, device, opts = setup(args)
     check_levels(args.levels, net.config.timesteps)
     levels = list(dict.fromkeys(int(v) for v in args.levels))
-    names = {f"L{lv}_{i}": augment_names(lv, i, inputs.label is not None) for lv in levels for i in range(args.n)}
-    run = run_record("augment", args, inputs, grid, levels=levels)
+    names = {f"L{lv}_{i}": augment_names(lv, i, inputs.label is not None) for lv in levels for i in range(opts.n)}
+    run = run_record("augment", opts, inputs, grid, levels=levels)
     m = grid.images_per_sample
     image_net = network_input(net, grid, inputs.image, device)            # once: every sample deforms it
     fp = process_for(net, image_net)
-    per_call = max(1, args.batch // m)
+    per_call = max(1, opts.batch // m)
 
     def field_seeds(lv, i):
         # one generator per sample (per slice of a stack): independent of --batch and of resuming
-        return sample_seed(args.seed, lv, i) if m == 1 else [sample_seed(args.seed, lv, i, k) for k in range(m)]
+        return sample_seed(opts.seed, lv, i) if m == 1 else [sample_seed(opts.seed, lv, i, k) for k in range(m)]
 
-    with Job("augment", args, net, inputs, grid, device, names, run,
-              levels=levels, n=args.n, batch=args.batch) as job:
+    with Job("augment", opts, net, inputs, grid, device, names, run,
+              levels=levels, n=opts.n, batch=opts.batch) as job:
         todo = set(job.todo())
         for lv in levels:
-            mine = [i for i in range(args.n) if f"L{lv}_{i}" in todo]
+            mine = [i for i in range(opts.n) if f"L{lv}_{i}" in todo]
             for c in range(0, len(mine), per_call):
                 idx = mine[c:c + per_call]
                 ddf_net_all, ddf_in_all = deform_input(net, grid, inputs.image, lv, [field_seeds(lv, i) for i in idx],
-                                                       settings=args.settings, recover=args.recover, device=device,
+                                                       settings=opts.settings, recover=opts.recover, device=device,
                                                        process=fp, network_image=image_net)
                 for j, i in enumerate(idx):
                     key = f"L{lv}_{i}"
                     ddf_net = ddf_net_all[j * m:(j + 1) * m]
                     ddf_in = ddf_in_all[j:j + 1]
-                    img, lab = warp_outputs(net, args.settings, inputs, ddf_in, grid)
+                    img, lab = warp_outputs(net, opts.settings, inputs, ddf_in, grid)
                     sums = write_sample(job.out, inputs, names[key], {"image": img},
                                          {} if lab is None else {"label": lab}, ddf_in)
                     job.record(key, {"level": lv, "t_prime": lv, "index": i, "sha256": sums,

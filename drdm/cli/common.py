@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -183,12 +184,29 @@ class Inputs:
 
 
 
+@dataclass(frozen=True)
+class Run:
+    """The values of an ``augment`` / ``synth`` run that its outputs and manifest depend on, taken
+    from the parsed arguments once (:func:`setup`); the rest of the CLI never sees the Namespace."""
+    checkpoint: Path
+    seed: int
+    recover: str
+    settings: str
+    n: int
+    out: str
+    overwrite: bool
+    batch: int = 8
+
+
 def setup(args):
-    """Network, inputs and the network grid, with every check done before writing."""
+    """``(net, inputs, grid, device, run)``: the network, the inputs, the network grid and the run's
+    values (:class:`Run`), with every check done before anything is written."""
     device = pick_device(args.device)
-    args.checkpoint = resolve_checkpoint(args.checkpoint)
-    net = load_network(args.checkpoint, device)
-    args.settings = recovery_settings(net, None if args.settings == "auto" else args.settings).name
+    checkpoint = resolve_checkpoint(args.checkpoint)
+    net = load_network(checkpoint, device)
+    settings = recovery_settings(net, None if args.settings == "auto" else args.settings).name
+    run = Run(checkpoint, args.seed, args.recover, settings, args.n, args.out, args.overwrite,
+              getattr(args, "batch", 8))
     slicewise = getattr(args, "slicewise", False)
     inputs = Inputs(args.image, args.label, slicewise=slicewise)
     if slicewise and inputs.ndim == 2 and net.config.ndim == 2:
@@ -198,13 +216,13 @@ def setup(args):
                          f"{inputs.ndim}-D image {tuple(inputs.image.shape)} and a {net.config.ndim}-D network")
     if inputs.ndim != net.config.ndim and not slicewise:
         raise ValueError(f"{inputs.image_path}: a {inputs.ndim}-D image {tuple(inputs.image.shape)} for a "
-                         f"{net.config.ndim}-D network ({args.checkpoint})"
+                         f"{net.config.ndim}-D network ({checkpoint})"
                          + ("; pass --slicewise to deform each slice along the last axis, or one 2-D slice"
                             if inputs.ndim == 3 else ""))
     nd = net.config.ndim
     size = check_grid((args.size,) * nd if args.size else network_grid(net))
     grid = (SliceGrid if slicewise else InputGrid)(inputs.image.shape, inputs.spacing, size)
-    return net, inputs, grid, device
+    return net, inputs, grid, device, run
 
 
 def warp_outputs(net, settings: str, inputs: Inputs, ddf_in: torch.Tensor, grid):
@@ -271,18 +289,18 @@ class Job:
         run: what determines the outputs (resume key). extra: more manifest fields.
     """
 
-    def __init__(self, command: str, args, net, inputs: Inputs, grid: InputGrid, device, names: dict,
+    def __init__(self, command: str, opts: Run, net, inputs: Inputs, grid: InputGrid, device, names: dict,
                  run: dict, **extra):
         from .. import __version__
         self.command, self.names = command, names
-        self.out = OutputDir(args.out, [f for d in names.values() for f in d.values()], run, args.overwrite)
+        self.out = OutputDir(opts.out, [f for d in names.values() for f in d.values()], run, opts.overwrite)
         done = self.out.prepare()
         self.out.create()
         self.manifest = {
             "format": f"drdm-{command}-1", "command": command, "drdm_version": __version__,
-            "checkpoint": str(args.checkpoint), "checkpoint_sha256": run["checkpoint_sha256"],
+            "checkpoint": str(opts.checkpoint), "checkpoint_sha256": run["checkpoint_sha256"],
             "image": str(inputs.image_path), "label": None if inputs.label_path is None else str(inputs.label_path),
-            "seed": args.seed, "recover": args.recover, "settings": args.settings, "device": str(device),
+            "seed": opts.seed, "recover": opts.recover, "settings": opts.settings, "device": str(device),
             "path": path_for(net, device, grid.size),
             "network": {"ndim": net.config.ndim, "timesteps": net.config.timesteps, "variant": net.config.variant},
             "geometry": grid.describe(), "ddf_convention": DDF_CONVENTION,
@@ -319,11 +337,11 @@ class Job:
         return False
 
 
-def run_record(command: str, args, inputs: Inputs, grid, **plan) -> dict:
+def run_record(command: str, opts: Run, inputs: Inputs, grid, **plan) -> dict:
     """What determines a run's outputs (compared with the manifest's to resume); ``slicewise``
     appears only when set, so plain runs keep the record they always had."""
-    run = {"command": command, "checkpoint_sha256": sha256_file(args.checkpoint), **inputs.sha256(), **plan,
-           "n": args.n, "seed": args.seed, "recover": args.recover, "settings": args.settings,
+    run = {"command": command, "checkpoint_sha256": sha256_file(opts.checkpoint), **inputs.sha256(), **plan,
+           "n": opts.n, "seed": opts.seed, "recover": opts.recover, "settings": opts.settings,
            "network_grid": list(grid.size)}
     if grid.slicewise:
         run["slicewise"] = True

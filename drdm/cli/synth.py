@@ -33,24 +33,24 @@ def cmd_synth(args) -> int:
     """Algorithm 4: moving/fixed pairs with the registration target ``phi_syn``."""
     from ..sampling import registration_pairs
     check_total(args.n, len(set(map(tuple, args.pairs))), "pairs")
-    net, inputs, grid, device = setup(args)
+    net, inputs, grid, device, opts = setup(args)
     T = net.config.timesteps
     pairs = list(dict.fromkeys((int(a), int(s)) for a, s in args.pairs))
     check_levels([a for a, _ in pairs], T, "T'_aug")
     check_levels([s for _, s in pairs], T, "T'_syn")
-    plan = {f"A{a}_S{s}_{i}": (a, s, i) for a, s in pairs for i in range(args.n)}
+    plan = {f"A{a}_S{s}_{i}": (a, s, i) for a, s in pairs for i in range(opts.n)}
     names = {k: synth_names(*p, inputs.label is not None) for k, p in plan.items()}
-    run = run_record("synth", args, inputs, grid, pairs=[list(p) for p in pairs])
+    run = run_record("synth", opts, inputs, grid, pairs=[list(p) for p in pairs])
     image_net = network_input(net, grid, inputs.image, device)
-    with Job("synth", args, net, inputs, grid, device, names, run, pairs=[list(p) for p in pairs], n=args.n,
+    with Job("synth", opts, net, inputs, grid, device, names, run, pairs=[list(p) for p in pairs], n=opts.n,
               note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
         for key in job.todo():
             a, s, i = plan[key]
-            r = registration_pairs(net, grid, None, (a, s), [sample_seed(args.seed, a, s, i)], recover=args.recover,
-                                   settings=args.settings, network_image=image_net)
+            r = registration_pairs(net, grid, None, (a, s), [sample_seed(opts.seed, a, s, i)], recover=opts.recover,
+                                   settings=opts.settings, network_image=image_net)
             aug_in, both_in, syn_in = r["aug"], r["both"], r["syn"]     # both: moving's field, then phi_syn
-            mv, mv_lab = warp_outputs(net, args.settings, inputs, aug_in, grid)
-            fx, fx_lab = warp_outputs(net, args.settings, inputs, both_in, grid)
+            mv, mv_lab = warp_outputs(net, opts.settings, inputs, aug_in, grid)
+            fx, fx_lab = warp_outputs(net, opts.settings, inputs, both_in, grid)
             labels = {} if mv_lab is None else {"moving_label": mv_lab, "fixed_label": fx_lab}
             sums = write_sample(job.out, inputs, names[key], {"moving": mv, "fixed": fx}, labels, syn_in)
             job.record(key, {"t_aug": a, "t_syn": s, "t_prime": [a, s], "index": i, "sha256": sums,
