@@ -58,10 +58,9 @@ def test_segmentation_ci_end_to_end(seg_ci):
     assert wall < 120, f"ci profile took {wall:.0f} s"
     json.dumps(res, allow_nan=False)
     assert set(res["results"]) == {"2/50%", "4/100%"}
-    drdm = _common.load_drdm(None, 2, "cpu")[0] is not None         # a shipped model, once trained
-    assert ("drdm" in res["skipped"]) != drdm
+    assert res["skipped"] == {}                                     # phantom2d ships with the package
     for block in res["results"].values():
-        assert set(block["methods"]) == {"none", "bigaug", "elastic"} | ({"drdm"} if drdm else set())
+        assert set(block["methods"]) == {"none", "bigaug", "elastic", "drdm"}
         for m in block["methods"].values():
             for name in ("LV", "RV", "Myo"):
                 for k in ("dice", "sens", "prec"):
@@ -81,11 +80,15 @@ def test_segmentation_split_never_leaks(seg_ci):
     res, _, _ = seg_ci
     train, test = set(res["split"]["train_subjects"]), set(res["split"]["test_subjects"])
     assert train and test and not train & test
-    # both phases of a subject stay together; and the assertion fires on a leaking split
+    # both phases of a subject stay together
     recs = phantom_records("cardiac", 6, 32, 0, ("ED", "ES"))
     tr, te = _common.split_subjects(recs, 0.5, seed=3)
     assert not {r.subject for r in tr} & {r.subject for r in te}
-    assert len(tr) % 2 == 0 and len(te) % 2 == 0
+    for part in (tr, te):
+        by = {}
+        for r in part:
+            by.setdefault(r.subject, set()).add(r.phase)
+        assert all(phases == {"ED", "ES"} for phases in by.values())
 
 
 def test_segmentation_drdm_path_and_records(drdm_ckpt):
@@ -177,11 +180,12 @@ def test_registration_ci_end_to_end(reg_ci):
     res, wall, out = reg_ci
     assert wall < 120, f"ci profile took {wall:.0f} s"
     json.dumps(res, allow_nan=False)
-    drdm = {"drdm/synthetic", "drdm/real"} if _common.load_drdm(None, 2, "cpu")[0] is not None else set()
-    assert set(res["rows"]) == {"none/synthetic", "none/real", "mrbs/synthetic", "mrbs/real"} | drdm
+    assert set(res["rows"]) == {"none/synthetic", "none/real", "mrbs/synthetic", "mrbs/real", "drdm/synthetic",
+                                "drdm/real"} and res["skipped"] == {}        # phantom2d ships with the package
     assert res["rows"]["none/synthetic"]["negj_permille"] is None           # identity: no field
-    assert res["rows"]["mrbs/synthetic"]["negj_permille"]["mean"] >= 0
-    assert ("drdm" in res["skipped"]) != bool(drdm)
+    # a trained registration folds some pixels, far fewer than half of them (per mille)
+    for key in ("none/real", "mrbs/real", "drdm/real"):
+        assert 0 <= res["rows"][key]["negj_permille"]["mean"] < 500, key
     train, test = set(res["split"]["train_subjects"]), set(res["split"]["test_subjects"])
     assert train and test and not train & test
     md = res["markdown"]
@@ -224,9 +228,11 @@ def test_synthetic_pairs_follow_the_pull_back_convention(drdm_ckpt):
         mv, fx, dd = R.synthetic_pairs(method, imgs, 2, 0, _common.apply_overrides(prof, {"drdm_pairs": ((2, 2),)}),
                                        net=net)
         assert mv.shape == fx.shape == (4, 1, 32, 32) and dd.shape == (4, 2, 32, 32)
-        if method == "mrbs":
-            err = (spatial.warp(mv, dd) - fx).abs().mean() / fx.abs().mean()
-            assert err < 0.1, err
+        assert dd.abs().amax(dim=(1, 2, 3)).min() > 0.1                    # every pair has a real target
+        # the pull-back convention, for both syntheses: moving warped by the target is fixed
+        err = (spatial.warp(mv, dd, padding_mode="border") - fx).abs().mean() / fx.abs().mean()
+        assert err < 0.1, (method, err)
+        assert (mv - fx).abs().mean() / fx.abs().mean() > err, method          # and the target does the work
 
 
 def test_voxelmorph_shapes_init_and_losses():
