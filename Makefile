@@ -9,7 +9,7 @@ TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MATHJAX_VERSION ?= 3.2.2
 
-.PHONY: install test results book bench clean mathjax fidelity fewshot gpu-check
+.PHONY: install test results book bench clean mathjax fidelity fewshot table1-acdc spread gpu-check
 
 install: $(STAMP)
 
@@ -25,13 +25,20 @@ $(STAMP): pyproject.toml
 test: $(STAMP) mathjax
 	$(PY) -m pytest -q
 
-# Execute every notebook with papermill for PROFILE (ci | cpu | gpu) into book/_executed/
+# Where `make book` puts the numbers its live chapters produce (a build folder, not committed):
+# rendering the book leaves the clone clean
+BOOK_RESULTS ?= _build/results
+
+# Re-record the committed results/<PROFILE>/ (explicit): execute every notebook with papermill
+# for PROFILE (ci | cpu | gpu) into book/_executed/, saving numbers under results/
 results: $(STAMP)
 	$(PY) -m drdm.bookrun --profile $(PROFILE)
 
-book: results mathjax
+# The book: the same notebooks, their numbers into $(BOOK_RESULTS), then the HTML
+book: $(STAMP) mathjax
+	$(PY) -m drdm.bookrun --profile $(PROFILE) --results $(BOOK_RESULTS)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
-	@echo "book: _build/html/index.html"
+	@echo "book: _build/html/index.html (numbers of this run: $(BOOK_RESULTS)/$(PROFILE)/)"
 
 # MathJax from npm into book/_static/mathjax (not committed), so the book shows maths offline;
 # without npm the book loads it from the CDN instead (book/_ext/drdm_book.py)
@@ -47,6 +54,16 @@ fidelity: $(STAMP)
 # ../shared/data/mnms_subset; resumable (finished cells and augmented copies stay in runs/fewshot)
 fewshot: $(STAMP)
 	$(VENV)/bin/drdm fewshot --data mnms --data-dir ../shared/data/mnms_subset --protocol cpu
+
+# Table 1 of the paper against the release's weights on the 70 shared ACDC subjects, every level,
+# a verdict per row (chapter 3, results/cpu/table1_acdc.*): needs ../shared; resumable (runs/table1_acdc)
+table1-acdc: $(STAMP)
+	$(PY) -m drdm.tasks.table1
+
+# How far chapters 4-5's live phantom comparisons move with the seed alone (3 seeds of the cpu profile;
+# results/cpu/phantom_spread.json, which the chapters read); resumable (runs/phantom_spread)
+spread: $(STAMP)
+	$(PY) tools/phantom_spread.py
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
