@@ -60,7 +60,7 @@ fewshot: $(STAMP)
 table1-acdc: $(STAMP)
 	$(PY) -m drdm.tasks.table1
 
-# How far chapters 4-5's live phantom comparisons move with the seed alone (3 seeds of the cpu profile;
+# How far chapters 4-5's live phantom comparisons move with the seed alone (2 seeds of the cpu profile;
 # results/cpu/phantom_spread.json, which the chapters read); resumable (runs/phantom_spread)
 spread: $(STAMP)
 	$(PY) tools/phantom_spread.py
