@@ -121,7 +121,7 @@ def _sniff_nifti(path: Path) -> None:
         if is_gz:
             g.close()
     if max(held - offset, 0) < declared:
-        raise data_error(path, f"truncated or corrupt: the header declares a {' x '.join(map(str, shape))} "
+        raise data_error(path, f"truncated or corrupt NIfTI file: the header declares a {' x '.join(map(str, shape))} "
                                f"{dtype.name} image ({_mib(declared)}) but the file holds {_mib(max(held - offset, 0))} "
                                "of data (a cut file, or a forged header)")
 
