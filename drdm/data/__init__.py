@@ -14,7 +14,7 @@ convention everywhere in the package: 0 background, 1 RV cavity, 2 myocardium,
 ``Record.label_convention``. The book's embedded phantoms live in :mod:`drdm.phantoms`.
 Training-time augmentation is ``drdm.training`` (flips and transposes of the batch).
 """
-from .datasets import (ACDC_GROUPS, DATASET_LOADERS, MNMS_TO_ACDC, acdc_group, load_acdc, load_acdc_h5,
+from .datasets import (ACDC_GROUPS, DATASET_LOADERS, MNMS_TO_ACDC, acdc_group, acdc_name, load_acdc, load_acdc_h5,
                        load_dataset, load_learn2reg_lung, load_mnms, load_nifti_folder)
 from .nifti import load_nifti, save_nifti
 from .preprocessing import (geometry, preprocess, preprocess_label, preprocess_record, slices, stratified_split,
@@ -24,7 +24,7 @@ from .records import ACDC_CONVENTION, LUNG_CONVENTION, MNMS_CONVENTION, DataErro
 __all__ = [
     "Record", "DataError", "ACDC_CONVENTION", "MNMS_CONVENTION", "LUNG_CONVENTION",
     "load_nifti", "save_nifti",
-    "ACDC_GROUPS", "acdc_group", "load_acdc", "load_acdc_h5", "load_dataset", "DATASET_LOADERS", "load_mnms", "load_nifti_folder", "load_learn2reg_lung", "MNMS_TO_ACDC",
+    "ACDC_GROUPS", "acdc_group", "acdc_name", "load_acdc", "load_acdc_h5", "load_dataset", "DATASET_LOADERS", "load_mnms", "load_nifti_folder", "load_learn2reg_lung", "MNMS_TO_ACDC",
     "preprocess", "preprocess_label", "preprocess_record", "geometry",
     "slices", "subject_split", "stratified_split",
 ]

@@ -18,7 +18,7 @@ from .nifti import affine_from_spacing, load_nifti
 from .records import (ACDC_CONVENTION, LUNG_CONVENTION, MNMS_CONVENTION, Record, check_image, check_label,
                       check_pair, data_error, first_line)
 
-__all__ = ["ACDC_GROUPS", "SSL4MIS_PHASES", "acdc_group", "load_acdc", "load_acdc_h5", "load_dataset", "DATASET_LOADERS", "load_mnms", "load_nifti_folder", "load_learn2reg_lung", "MNMS_TO_ACDC"]
+__all__ = ["ACDC_GROUPS", "SSL4MIS_PHASES", "acdc_group", "acdc_name", "load_acdc", "load_acdc_h5", "load_dataset", "DATASET_LOADERS", "load_mnms", "load_nifti_folder", "load_learn2reg_lung", "MNMS_TO_ACDC"]
 
 
 def _require_dir(root) -> Path:
@@ -100,6 +100,17 @@ def acdc_group(subject: str) -> str | None:
     return next((g for g, lo, hi in ACDC_GROUPS if lo <= n <= hi), None)
 
 
+def acdc_name(path) -> tuple[str, int | None, int | None]:
+    """``(subject, frame, slice number)`` from an ACDC file name such as
+    ``patient001_frame01_slice_3.h5`` (``None`` for a part the name lacks; the subject falls back
+    to the file's stem)."""
+    stem = Path(path).name.split(".")[0]
+    m = _ACDC_NAME.search(stem)
+    if not m:
+        return stem, None, None
+    return m.group(1), (int(m.group(2)) if m.group(2) else None), (int(m.group(3)) if m.group(3) else None)
+
+
 def _read_h5(path: Path):
     import h5py
     try:
@@ -154,11 +165,9 @@ def load_acdc_h5(root) -> list[Record]:
         raise data_error(root, "no .h5 files found")
     volumes, stacks = {}, {}
     for path in files:
-        m = _ACDC_NAME.search(path.stem)
-        subject = m.group(1) if m else path.stem
-        frame = int(m.group(2)) if m and m.group(2) else None
-        if m and m.group(3):
-            stacks.setdefault((subject, frame), []).append((int(m.group(3)), path))
+        subject, frame, number = acdc_name(path)
+        if number is not None:
+            stacks.setdefault((subject, frame), []).append((number, path))
         else:
             volumes[(subject, frame)] = path
     records = []

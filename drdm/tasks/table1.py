@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -57,19 +56,16 @@ METRICS = ("max_pct", "mean_pct", "negJ_pct")
 NAMES = {"max_pct": "max |phi| (% side)", "mean_pct": "mean |phi| (% side)", "negJ_pct": "|J|<0 (%)"}
 #: the verdict rule (module docstring)
 RULE = {"k_se": 2.5, "rel": 0.10}
-_SLICE = re.compile(r"patient(\d+)_frame(\d+)_slice_(\d+)\.h5$")
-
-
 def central_ed_slices(folder) -> list[tuple[str, Path]]:
     """``[(subject, file)]``: the central ED (``frame01``) slice of every subject in ``folder``
     (the slice form's root or its ``slices/``), sorted by subject."""
     root = Path(folder)
     root = root / "slices" if (root / "slices").is_dir() else root
+    from ..data import acdc_name
     frames: dict[str, list[tuple[int, Path]]] = {}
     for p in root.glob("patient*_frame01_slice_*.h5"):
-        m = _SLICE.search(p.name)
-        if m:
-            frames.setdefault(f"patient{m.group(1)}", []).append((int(m.group(3)), p))
+        subject, _, number = acdc_name(p)               # the one ACDC file-name parser
+        frames.setdefault(subject, []).append((number, p))
     if not frames:
         raise ValueError(f"{root}: no patientNNN_frame01_slice_S.h5 files (the ACDC slice form)")
     return [(s, sorted(v)[len(v) // 2][1]) for s, v in sorted(frames.items())]
