@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 
 from . import spatial
-from .sampling import augment, deform, process_for, sample_seed
+from .sampling import augment, deform, process_for
+from .seeds import sample_seed
 
 __all__ = ["TABLE1_LEVELS", "field_stats", "table1", "label_survival"]
 
@@ -55,7 +56,7 @@ def table1(net, images: torch.Tensor, levels=TABLE1_LEVELS, *, seed: int = 0, ba
         for i in range(0, images.shape[0], batch):
             chunk = images[i:i + batch]
             phi = torch.cat([fp.sample(torch.tensor([int(level)]),
-                                       torch.Generator(dev).manual_seed(sample_seed(seed, level, i + j)),
+                                       torch.Generator(dev).manual_seed(sample_seed(seed, "field", level, i + j)),
                                        device=dev, dtype=images.dtype).phi for j in range(chunk.shape[0])])
             res = deform(net, chunk, level, process=fp, random_ddf=phi, **kw)
             rows["random"].append(field_stats(res.random))

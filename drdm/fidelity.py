@@ -31,7 +31,8 @@ import torch
 
 from . import spatial
 from .evaluation import field_stats
-from .sampling import deform, predictor, process_for, recovery_settings, recovery_step, sample_seed
+from .sampling import deform, predictor, process_for, recovery_settings, recovery_step
+from .seeds import sample_seed
 
 __all__ = ["METRICS", "CRITERION", "release_reference", "sample_rows", "read_partial", "append_rows", "run",
            "compare", "format_table", "divergence"]
@@ -56,7 +57,7 @@ def sample_rows(net, images: torch.Tensor, level: int, seed: int, indices, setti
     ``recovery_stats.json``), with the setting and the path the network ran on."""
     fp = process_for(net, images)
     phi = torch.cat([fp.sample(torch.tensor([level]), torch.Generator(images.device).manual_seed(
-        sample_seed(seed, level, i)), device=images.device).phi for i in indices])
+        sample_seed(seed, "field", level, i)), device=images.device).phi for i in indices])
     res = deform(net, images, level, process=fp, random_ddf=phi, settings=settings, path=path)
     stats = {prefix: field_stats(ddf) for prefix, ddf in (("rec", res.ddf), ("rnd", res.random))}
     return [{**{f"{prefix}_{k}": float(st[v][b]) for prefix, st in stats.items() for k, v in _KEYS.items()},
@@ -134,7 +135,7 @@ def run(net, inputs: np.ndarray, names: list[str], partial: Path, levels=(30, 45
                     made = sample_rows(net, img, lv, sd, chunk, settings, path)
                     s = round((time.perf_counter() - t0) / len(chunk), 2)
                     rows = [{"slice": names[i], "index": i, "T_prime": lv, "run_seed": sd,
-                             "seed": sample_seed(sd, lv, i), **r, "s": s} for i, r in zip(chunk, made)]
+                             "seed": sample_seed(sd, "field", lv, i), **r, "s": s} for i, r in zip(chunk, made)]
                     append_rows(partial, rows)
                 for i, r in zip(chunk, rows):
                     done[(sd, lv, i)] = r

@@ -48,9 +48,10 @@ import torch
 
 from . import spatial
 from .diffusion import DiffusionConfig, ForwardProcess
+from .seeds import sample_seed
 from .runner import PATHS, default_for, default_path, fast_layout, per_sample, predictor
 
-__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "sample_seed", "check_levels", "PATHS", "default_path", "path_for", "fast_layout", "predictor",
+__all__ = ["RecoverySettings", "SETTINGS", "recovery_settings", "recovery_step", "check_levels", "PATHS", "default_path", "path_for", "fast_layout", "predictor",
            "apply_field", "network_input", "deform_input", "DeformResult", "network_grid", "process_for", "deform",
            "augment", "registration_pairs"]
 
@@ -94,17 +95,6 @@ def recovery_settings(net, settings: str | RecoverySettings | None = None) -> Re
     if settings == "drdm":
         return _DRDM
     raise ValueError(f"settings must be one of {SETTINGS}, got {settings!r}")
-
-
-def sample_seed(seed: int, *keys: int) -> int:
-    """A per-sample seed from a run seed and the sample's keys (independent streams), so a
-    sample never depends on how samples are batched or on which ran before it.
-
-    >>> sample_seed(0, 30, 1) == sample_seed(0, 30, 1) != sample_seed(0, 30, 2)
-    True
-    """
-    state = np.random.SeedSequence([int(seed), *[int(k) for k in keys]]).generate_state(2, np.uint32)
-    return int((int(state[0]) << 31) ^ int(state[1]))
 
 
 def path_for(net, device="cpu", size=None) -> str:
@@ -357,7 +347,7 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
         **kw: passed to :func:`deform` (``settings``, ``recover``, ...), which runs at the
             image's own size. With ``grid=`` a :class:`drdm.grid.InputGrid` of the image, the
             image (any intensities, one channel) goes through :func:`deform_input`, sample ``i``
-            of level ``T'`` draws its field from ``sample_seed(seed, T', i)`` (as ``drdm augment``),
+            of level ``T'`` draws its field from ``sample_seed(seed, "field", T', i)`` (as ``drdm augment``),
             and the image is warped with border padding; ``generator`` is not used.
 
     Yields:
@@ -375,7 +365,7 @@ def augment(net, image: torch.Tensor, label: torch.Tensor | None, levels, n: int
             raise TypeError(f"grid must be a drdm.grid.InputGrid of the image, got {type(grid).__name__}")
         if generator is not None or image.shape[1] != 1:
             raise ValueError("augment with an InputGrid takes one channel and draws sample i of level T' from "
-                             "sample_seed(seed, T', i): pass seed=, not generator=")
+                             "sample_seed(seed, 'field', T', i): pass seed=, not generator=")
         yield from _augment_input(net, image, label, levels, n, grid, seed, mode, batch, **kw)
         return
     for level in levels:
@@ -400,7 +390,7 @@ def _augment_input(net, image, label, levels, n, grid, seed, mode, batch, settin
     for level in levels:
         for start in range(0, n, batch):
             idx = range(start, min(n, start + batch))
-            ddf_net, ddf = deform_input(net, grid, None, level, [sample_seed(seed, int(level), i) for i in idx],
+            ddf_net, ddf = deform_input(net, grid, None, level, [sample_seed(seed, "field", int(level), i) for i in idx],
                                         settings=settings, recover=recover, process=fp, network_image=x)
             imgs, labs = apply_field(net, image.expand(len(idx), *image.shape[1:]), ddf, None if label is None else
                                      label.expand(len(idx), *label.shape[1:]), mode=mode)

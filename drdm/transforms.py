@@ -230,7 +230,7 @@ class RandDRDMd(_Base):
     def deform_with(self, data: Mapping[Hashable, object], level: int, field_seed: int) -> dict:
         """Deform ``data`` at ``T' = level`` with the random field drawn from ``field_seed``
         (what a call does after :meth:`randomize`; ``drdm augment`` draws sample ``i`` of a level
-        from ``sample_seed(seed, level, i)``, so passing that seed reproduces its DDF)."""
+        from ``sample_seed(seed, "field", level, i)``, so passing that seed reproduces its DDF)."""
         from . import spatial
         from .grid import InputGrid
         from .sampling import apply_field, deform_input

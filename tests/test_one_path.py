@@ -11,7 +11,8 @@ from drdm.checkpoint import load
 from drdm.cli import main
 from drdm.grid import InputGrid
 from drdm.phantoms import cardiac_phantom
-from drdm.sampling import augment, network_grid, sample_seed
+from drdm.sampling import augment, network_grid
+from drdm.seeds import sample_seed
 from drdm.transforms import RandDRDMd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,7 +58,7 @@ def test_augment_cli_randdrdmd_and_sampling_give_one_ddf_image_and_label(model, 
 
     # 3. the MONAI-style transform, given the sample's field seed
     t = RandDRDMd(("image", "label"), checkpoint=checkpoint, settings=settings, spacing=spacing)
-    out = t.deform_with({"image": img[None], "label": lab[None]}, LEVEL, sample_seed(SEED, LEVEL, INDEX))
+    out = t.deform_with({"image": img[None], "label": lab[None]}, LEVEL, sample_seed(SEED, "field", LEVEL, INDEX))
     ddf_t, lab_t, img_t = t.last_ddf.numpy(), out["label"][0], out["image"][0]
 
     assert ddf_cli.shape == ddf_lib.shape == ddf_t.shape == (2, *shape)
@@ -79,13 +80,13 @@ def test_augment_cli_randdrdmd_and_sampling_give_one_ddf_image_and_label(model, 
 
 
 def test_task_copies_are_augment_through_the_input_grid():
-    """The segmentation tasks' DRDM copies (make_augmented) are sampling.augment through the
+    """The segmentation tasks' DRDM copies (make_copies) are sampling.augment through the
     slice's InputGrid with the same seed: the tasks take the same door as drdm augment."""
-    from drdm.tasks.segmentation import make_augmented
+    from drdm.tasks.augcache import make_copies
     net = load("phantom2d")
     img, lab = cardiac_phantom(2, 40)
     img, lab = torch.from_numpy(img)[None, None], torch.from_numpy(lab)[None, None]
-    x, y = make_augmented("drdm", img, lab, 4, SEED, net=net, levels=(LEVEL, LEVEL + 5), settings="drdm")
+    x, y = make_copies("drdm", img, lab, 4, SEED, net=net, levels=(LEVEL, LEVEL + 5), settings="drdm")
     grid = InputGrid((40, 40), None, network_grid(net))
     items = list(augment(net, img, lab, [LEVEL, LEVEL + 5], 2, grid=grid, seed=SEED, settings="drdm"))
     assert x.shape == (4, 1, 40, 40) and [(i["level"], i["index"]) for i in items] == [(10, 0), (10, 1), (15, 0), (15, 1)]

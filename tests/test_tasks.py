@@ -13,6 +13,7 @@ import torch
 from drdm import spatial
 from drdm.data import ACDC_CONVENTION, Record
 from drdm.phantoms import phantom_records
+from drdm.tasks.augcache import make_copies
 from drdm.tasks import _common, registration as R, segmentation as S
 
 
@@ -140,7 +141,7 @@ def test_drdm_augmentation_is_label_safe(drdm_ckpt):
     from drdm.phantoms import cardiac_dataset
     from drdm import load as load_model
     img, lab, _ = cardiac_dataset(1, 32)
-    x, y = S.make_augmented("drdm", img, lab, 3, 0, net=load_model(drdm_ckpt[2]), levels=(2, 3))
+    x, y = make_copies("drdm", img, lab, 3, 0, net=load_model(drdm_ckpt[2]), levels=(2, 3))
     assert x.shape == (3, 1, 32, 32) and y.dtype == lab.dtype
     assert set(y.unique().tolist()) <= set(lab.unique().tolist())
 

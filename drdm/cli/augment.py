@@ -7,7 +7,7 @@ Geometry: :mod:`drdm.grid`; output folders: :mod:`drdm.outputs`.
 """
 from __future__ import annotations
 
-from ..sampling import sample_seed
+from ..seeds import sample_seed
 from .common import (MAX_SAMPLES, SLICEWISE_HELP, Job, add_sampling_args, check_levels, check_total,
                      field_metrics, levels_arg, positive, run_record, sample_count, setup, warp_outputs, write_sample)
 
@@ -36,7 +36,7 @@ def cmd_augment(args) -> int:
 
     def field_seeds(lv, i):
         # one generator per sample (per slice of a stack): independent of --batch and of resuming
-        return sample_seed(opts.seed, lv, i) if m == 1 else [sample_seed(opts.seed, lv, i, k) for k in range(m)]
+        return sample_seed(opts.seed, "field", lv, i) if m == 1 else [sample_seed(opts.seed, "field", lv, i, k) for k in range(m)]
 
     with Job("augment", opts, net, inputs, grid, device, names, run,
               levels=levels, n=opts.n, batch=opts.batch) as job:

@@ -1,29 +1,31 @@
 """``drdm fewshot``: the few-shot segmentation experiment with converged U-Nets, resumable."""
 from __future__ import annotations
 
-import dataclasses
 import shlex
 import sys
 
-from .common import UsageError, data_records, int_list
+from .common import UsageError, data_records
 
-HELP = "few-shot segmentation (Table 2 at 1 and 5 labelled subjects), resumable"
-DESCRIPTION = ("Train U-Nets to a validation-chosen stop on 1 and 5 labelled subjects with no augmentation, "
-               "BigAug, elastic and DRDM copies (cached on disk), score a fixed test set per subject, and "
-               "write <out>/<protocol>/segmentation_<data>.json and .md. Finished cells are kept in "
-               "--work: the same command resumes.")
+HELP = "few-shot segmentation (Table 2 at 5 and 20 labelled subjects), resumable"
+DESCRIPTION = ("Split the subjects by group (test, validation, three labelled draws of one subject per group and "
+               "a larger nested set), choose one step budget per set size in a pilot on the validation "
+               "subjects, train U-Nets to it with no augmentation, BigAug, elastic and DRDM copies (cached on "
+               "disk), score the test subjects, and write <out>/<protocol>/segmentation_<data>.json and .md. "
+               "Finished cells and their weights are kept in --work: the same command resumes, and "
+               "--test-data-dir scores them on a second test set without training.")
 
 
 def add_arguments(p) -> None:
     """``drdm fewshot``'s options."""
-    p.add_argument("--data", default="mnms", help="mnms | acdc | acdc-h5 (with --data-dir) | a folder of "
-                                                  "X.nii.gz + X_gt.nii.gz (default mnms)")
-    p.add_argument("--data-dir", dest="data_dir", help="root of the mnms / acdc / acdc-h5 dataset")
-    p.add_argument("--protocol", choices=("ci", "cpu"), default="cpu")
+    p.add_argument("--data", default="acdc-h5", help="acdc-h5 (either SSL4MIS form) | acdc | mnms (with "
+                                                     "--data-dir) | a folder of X.nii.gz + X_gt.nii.gz (default acdc-h5)")
+    p.add_argument("--data-dir", dest="data_dir", help="root of the dataset")
+    p.add_argument("--test-data-dir", dest="test_data_dir",
+                   help="a second labelled test set of the same kind as --data: every finished cell's weights are "
+                        "scored on it without training, in a table of its own")
+    p.add_argument("--protocol", choices=("ci", "cpu", "gpu"), default="cpu")
     p.add_argument("--methods", type=lambda v: [x for x in v.split(",") if x],
-                   help="comma-separated subset of none,bigaug,elastic,drdm (default all)")
-    p.add_argument("--seeds", type=int_list("seeds"), help="training seeds (default: the protocol's)")
-    p.add_argument("--labelled", type=int_list("labelled"), help="labelled subject counts (default 1,5)")
+                   help="comma-separated subset of none,bigaug,elastic,drdm,drdm_low (default all)")
     p.add_argument("--checkpoint", help="DRDM checkpoint: a .pth or a shipped name (default: the release's 2-D "
                                         "weights from ../shared)")
     p.add_argument("--work", default="runs/fewshot", help="cells and cached copies (default runs/fewshot)")
@@ -43,18 +45,17 @@ def cmd_fewshot(args) -> int:
     if bad:
         raise UsageError(f"--methods {','.join(bad)}: choose from {','.join(METHODS)}")
     prot = PROTOCOLS[args.protocol]
-    changes = {k: tuple(v) for k, v in (("seeds", args.seeds), ("labelled", args.labelled)) if v}
-    prot = dataclasses.replace(prot, **changes)
     records = data_records(args.data, args.data_dir)
+    test_records = None if args.test_data_dir is None else data_records(args.data, args.test_data_dir)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = [a for a in sys.argv[1:] if a != "--report-only"]
     command = "drdm " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["fewshot"] else None
     result = run_fewshot(records, prot, work_dir=args.work, methods=args.methods or METHODS,
-                         checkpoint=args.checkpoint, device=args.device, command=command,
+                         checkpoint=args.checkpoint, device=args.device, command=command, test_records=test_records,
                          stop_after=0 if args.report_only else None)
-    name = "segmentation_" + args.data.replace("-", "_") if args.data in ("mnms", "acdc", "acdc-h5") else \
-        "segmentation_folder"
-    files = write_outputs(name, result, result["markdown"], args.out, args.protocol, int(prot.seeds[0]),
+    name = {"mnms": "segmentation_mnms", "acdc": "segmentation_acdc", "acdc-h5": "segmentation_acdc"}.get(
+        args.data, "segmentation_folder")
+    files = write_outputs(name, result, result["markdown"], args.out, args.protocol, prot.aug_seed,
                           result["device"], result["wall_time_s"], args.data)
     print(result["markdown"])
     print(f"wrote {files['json']} and {files['markdown']} ({result['n_cells']} cells, "

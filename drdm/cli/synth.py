@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..sampling import network_input, sample_seed
+from ..sampling import network_input
+from ..seeds import sample_seed
 from .common import (MAX_SAMPLES, SLICEWISE_HELP, Job, add_sampling_args, check_levels, check_total,
                      field_metrics, run_record, sample_count, setup, warp_outputs, write_sample)
 
@@ -46,7 +47,7 @@ def cmd_synth(args) -> int:
               note="ddf = phi_syn: warping moving by it gives fixed (pull-back), up to interpolation") as job:
         for key in job.todo():
             a, s, i = plan[key]
-            r = registration_pairs(net, grid, None, (a, s), [sample_seed(opts.seed, a, s, i)], recover=opts.recover,
+            r = registration_pairs(net, grid, None, (a, s), [sample_seed(opts.seed, "field", a, s, i)], recover=opts.recover,
                                    settings=opts.settings, network_image=image_net)
             aug_in, both_in, syn_in = r["aug"], r["both"], r["syn"]     # both: moving's field, then phi_syn
             mv, mv_lab = warp_outputs(net, opts.settings, inputs, aug_in, grid)

@@ -1,131 +1,76 @@
-"""Few-shot slices and the on-disk cache of their augmented copies (issue: Table 2 that can speak).
+"""Augmented copies: one dispatcher per method and one on-disk cache (Algorithm 3 and its baselines).
 
-Two pieces of the few-shot protocol (:mod:`drdm.tasks.fewshot`) that must not change
-between a run and its resumption:
-
-* :func:`prepare_slices`: every labelled 2-D slice cut to one grid: a centre crop (or pad)
-  of ``crop`` pixels, resized to ``size`` (image: antialiased bilinear; label: one-hot
-  channels resized the same way, then arg-max, so thin structures are not dropped by
-  nearest-neighbour decimation), intensities clipped to per-slice percentiles and scaled
-  to [0, 1].
-* :class:`AugCache`: augmented copies on disk, one file per (method, subject, phase, slice).
+* :func:`make_copies`: ``n`` copies of one slice by ``"bigaug"`` (:class:`drdm.baselines.BigAug`),
+  ``"elastic"`` (its elastic part) or ``"drdm"`` (Algorithm 3, :func:`drdm.sampling.augment`,
+  through the slice's :class:`drdm.grid.InputGrid` to the network's grid and back).
+* :class:`AugCache`: copies on disk, one file per (method, subject, phase, slice).
   The file name carries a hash of everything that determines the copies (method and its
   settings, number of copies, DRDM levels, recovery setting and checkpoint sha256, the
   augmentation seed, the preprocessing), so a changed checkpoint or setting misses the
-  cache and regenerates, while other training seeds, label counts and re-runs reuse it.
+  cache and regenerates, while other training seeds, labelled sets and re-runs reuse it.
+* :func:`copy_seed`: the seed of one slice's copies, ``sample_seed(seed, "copies", method, slice)``.
+
+The slices themselves come from :func:`drdm.data.crops.prepare_slices`.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import zlib
-from dataclasses import dataclass
+import math
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-__all__ = ["Slice", "prepare_slices", "AugCache", "slice_seed", "method_params", "CACHE_FORMAT"]
+from ..data.crops import Slice
+from ..seeds import sample_seed
 
-#: bump when the cached content changes meaning (part of every key)
-CACHE_FORMAT = 1
+__all__ = ["AugCache", "copy_seed", "make_copies", "method_params", "CACHE_FORMAT", "AUGMENTERS"]
+
+#: the augmenters :func:`make_copies` dispatches to
+AUGMENTERS = ("bigaug", "elastic", "drdm")
+#: bump when the cached content changes meaning (part of every key); 2: seeds from drdm.seeds
+CACHE_FORMAT = 2
 #: the map DRDM copies are made through; copies made another way (before issue 15: a corner-aligned
 #: stretch to the network grid) have other keys and are made again
 DRDM_GRID = "InputGrid"
 
 
-@dataclass(frozen=True, eq=False)
-class Slice:
-    """One labelled 2-D slice on the protocol's grid.
-
-    Attributes:
-        subject, vendor, phase: identity (vendor ``"?"`` when the data do not say).
-        index: slice index in its volume (0 for 2-D records).
-        image: ``(size, size)`` float32 in [0, 1]. label: ``(size, size)`` int64, ACDC values.
-    """
-    subject: str
-    vendor: str
-    phase: str
-    index: int
-    image: np.ndarray
-    label: np.ndarray
-
-    @property
-    def name(self) -> str:
-        return f"{self.subject}_{self.phase}_{self.index:02d}"
-
-    @property
-    def digest(self) -> str:
-        """sha256 (16 hex digits) of the pixels and the label map: what a cached copy was made from."""
-        h = hashlib.sha256(np.ascontiguousarray(self.image, np.float32).tobytes())
-        h.update(np.ascontiguousarray(self.label, np.int64).tobytes())
-        return h.hexdigest()[:16]
-
-
-def _crop_or_pad(a: np.ndarray, crop: int, fill) -> np.ndarray:
-    """Centre crop (or pad with ``fill``) both axes of a 2-D array to ``crop``."""
-    out = np.full((crop, crop), fill, dtype=a.dtype)
-    src, dst = [], []
-    for n in a.shape:
-        if n >= crop:
-            o = (n - crop) // 2
-            src.append(slice(o, o + crop))
-            dst.append(slice(0, crop))
-        else:
-            o = (crop - n) // 2
-            src.append(slice(0, n))
-            dst.append(slice(o, o + n))
-    out[tuple(dst)] = a[tuple(src)]
-    return out
-
-
-def prepare_slices(records, *, crop: int = 160, size: int = 96, percentiles=(1.0, 99.0),
-                   n_classes: int = 4) -> list[Slice]:
-    """Labelled 2-D slices of ``records`` (:class:`drdm.data.Record`, 2-D or 3-D) on one grid.
-
-    Slices without any foreground label are dropped. The crop is taken around the
-    image centre on the stored grid (the M&Ms subset's headers say 1 mm, its true
-    spacing is lost, so there is no spacing to resample to).
-    """
-    from ..data import slices as cut
-    lo_p, hi_p = percentiles
-    if not 0 <= lo_p < hi_p <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= lo < hi <= 100, got {percentiles}")
-    out = []
-    for r in cut(list(records)):
-        if r.label is None:
-            raise ValueError(f"subject {r.subject}: a slice without a label map")
-        lab = np.asarray(r.label).astype(np.int64)
-        if lab.max() >= n_classes or lab.min() < 0:
-            raise ValueError(f"subject {r.subject}: label values {np.unique(lab).tolist()} outside 0..{n_classes - 1}")
-        img = np.asarray(r.image, np.float32)
-        lo, hi = np.percentile(img, [lo_p, hi_p])
-        img = (np.clip(img, lo, hi) - lo) / max(float(hi - lo), 1e-6)
-        img, lab = _crop_or_pad(img, crop, 0.0), _crop_or_pad(lab, crop, 0)
-        x = torch.from_numpy(img)[None, None]
-        onehot = F.one_hot(torch.from_numpy(lab), n_classes).movedim(-1, 0)[None].float()
-        if crop != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-            onehot = F.interpolate(onehot, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        lab = onehot[0].argmax(0).numpy()
-        if not lab.any():
-            continue
-        out.append(Slice(r.subject, str(r.meta.get("vendor", "?")), str(r.phase or "-"), int(r.meta.get("slice", 0)),
-                         x[0, 0].clamp(0, 1).numpy().astype(np.float32), lab.astype(np.int64)))
-    names = [s.name for s in out]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})[:3]
-        raise ValueError(f"slices {dup} share a name (subject, phase, slice index): give 2-D records a "
-                         "distinct meta['slice'] or phase")
-    return out
-
-
-def slice_seed(seed: int, method: str, s: Slice) -> int:
+def copy_seed(seed: int, method: str, s: Slice) -> int:
     """The generator seed of one slice's copies: fixed by (seed, method, slice), nothing else."""
-    return int(seed) * 1_000_003 + zlib.crc32(f"{method}|{s.name}".encode())
+    return sample_seed(seed, "copies", method, s.name)
+
+
+def make_copies(method: str, image: torch.Tensor, label: torch.Tensor, n: int, seed: int, *,
+                net=None, levels: Sequence[int] = (20,), device="cpu", settings: str | None = None):
+    """``n`` augmented copies ``(n, 1, *S)`` of one image ``(1, 1, *S)`` and its label.
+
+    ``seed`` fixes the copies (one generator per image and method; for DRDM, copy ``i``
+    of level ``T'`` draws its field from ``sample_seed(seed, "field", T', i)``, and the copies
+    are spread evenly over ``levels``). DRDM goes through the image's
+    :class:`drdm.grid.InputGrid` to the network's training grid and back, as ``drdm augment``
+    does; ``settings`` picks the recovery setting (default: the network's,
+    :func:`drdm.sampling.recovery_settings`).
+    """
+    from ..baselines import BigAug, elastic
+    g = torch.Generator().manual_seed(seed)
+    if method == "bigaug":
+        return BigAug()(image.expand(n, *image.shape[1:]), label.expand(n, *label.shape[1:]), g)
+    if method == "elastic":
+        return elastic(image.expand(n, *image.shape[1:]), label.expand(n, *label.shape[1:]), g)
+    if method == "drdm":
+        from ..grid import InputGrid
+        from ..sampling import augment
+        per = int(math.ceil(n / len(levels)))
+        imgs, labs = [], []
+        grid = InputGrid.of(net, image.shape[2:])
+        for item in augment(net, image.to(device), label.to(device), levels, per, grid=grid, seed=seed,
+                            settings=settings):
+            imgs.append(item["image"].cpu())
+            labs.append(item["label"].cpu())
+        return torch.cat(imgs)[:n], torch.cat(labs)[:n]
+    raise ValueError(f"unknown augmentation method {method!r}; choose from {AUGMENTERS}")
 
 
 class AugCache:

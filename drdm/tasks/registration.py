@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from .. import metrics, spatial
 from ..fit import fit, optimizer_step
 from ..phantoms import phantom_records
+from ..seeds import sample_seed
 from ..stats import compare_sentence, finite, fmt, fmt_p, paired_difference, summary, wilcoxon
 from ._common import Experiment, fit_size, log, num_threads, split_subjects, to_tensors
 from .voxelmorph import VoxelMorph, gradient_l1, gradient_l2
@@ -132,7 +133,7 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
     target of Eq. 20 in the pull-back convention. DRDM pairs go through each image's
     :class:`drdm.grid.InputGrid` to the network's training grid and back
     (:func:`drdm.sampling.registration_pairs`, as ``drdm synth``); copy ``k`` of image ``i``
-    uses the level pair ``k mod len(drdm_pairs)`` and the seed ``sample_seed(seed, i, k)``.
+    uses the level pair ``k mod len(drdm_pairs)`` and the seed ``sample_seed(seed, "field", T'_aug, T'_syn, i, k)`` (``drdm synth``'s convention).
     """
     g = torch.Generator().manual_seed(seed)
     mv, fx, dd = [], [], []
@@ -148,7 +149,7 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
             dd.append(syn)
         elif method == "drdm":
             from ..grid import InputGrid
-            from ..sampling import apply_field, network_input, registration_pairs, sample_seed
+            from ..sampling import apply_field, network_input, registration_pairs
             grid = InputGrid.of(net, img.shape[2:])
             x = network_input(net, grid, img[0, 0].cpu().numpy(), device)
             src = img.to(device)
@@ -156,7 +157,7 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
                 idx = range(j, n, len(prof.drdm_pairs))
                 if not idx:
                     continue
-                r = registration_pairs(net, grid, None, tuple(pair), [sample_seed(seed, i, k) for k in idx],
+                r = registration_pairs(net, grid, None, tuple(pair), [sample_seed(seed, "field", *pair, i, k) for k in idx],
                                        network_image=x)
                 many = src.expand(len(idx), *src.shape[1:])
                 mv.append(apply_field(net, many, r["aug"])[0].cpu())
@@ -168,7 +169,7 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
 
 
 def _model(ndim: int, seed: int, device, prof: RegProfile) -> VoxelMorph:
-    return VoxelMorph(ndim, 1, prof.enc, prof.dec, prof.extra, generator=torch.Generator().manual_seed(seed)).to(device)
+    return VoxelMorph(ndim, 1, prof.enc, prof.dec, prof.extra, generator=torch.Generator().manual_seed(sample_seed(seed, "registration-init"))).to(device)
 
 
 def pretrain(model: VoxelMorph, moving, fixed, ddf, *, steps: int, batch: int, lr: float,
@@ -176,7 +177,7 @@ def pretrain(model: VoxelMorph, moving, fixed, ddf, *, steps: int, batch: int, l
     """Eq. 20 (supervised on synthetic fields): ``mean|phi - phi_hat|^2 + grad_weight * mean|grad phi_hat|_1``."""
     dev = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed + 104729)
+    g = torch.Generator().manual_seed(sample_seed(seed, "registration-batches", "pretrain"))
     model.train()
 
     def step(_):
@@ -200,7 +201,7 @@ def finetune_unsupervised(model: VoxelMorph, images: torch.Tensor, subjects: Seq
     pairs = torch.tensor(pairs)
     dev = next(model.parameters()).device
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = torch.Generator().manual_seed(seed + 1299709)
+    g = torch.Generator().manual_seed(sample_seed(seed, "registration-batches", "finetune"))
     model.train()
 
     def step(_):
@@ -326,7 +327,7 @@ def _run_registration(profile, data, synthesis, finetune, seeds, drdm_checkpoint
                         model = _model(ndim, seed, dev, prof)
                         if synth != "none":
                             if (synth, seed) not in pretrained:      # shared by both fine-tuning rows
-                                m, f, d = synthetic_pairs(synth, tr_img, prof.n_synth, seed * 7 + 1, prof,
+                                m, f, d = synthetic_pairs(synth, tr_img, prof.n_synth, sample_seed(seed, "synthetic-pairs"), prof,
                                                           net=net, device=dev)
                                 pretrain(model, m, f, d, steps=prof.pretrain_steps, batch=prof.batch, lr=prof.lr,
                                          grad_weight=prof.grad_weight, seed=seed)

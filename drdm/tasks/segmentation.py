@@ -33,12 +33,14 @@ import torch
 
 from .. import metrics
 from ..phantoms import phantom_records
+from ..seeds import sample_seed
 from ..stats import compare_sentence, finite, fmt, fmt_p, paired_difference, summary, wilcoxon
 from ._common import Experiment, fit_size, log, num_threads, split_subjects, to_tensors
+from .augcache import make_copies
 from .unet import UNet, bce_loss, predict, train_segmenter
 
 __all__ = ["UNet", "SegProfile", "PROFILES", "METHODS", "STRUCTURES", "bce_loss", "train_segmenter",
-           "predict", "make_augmented", "run_segmentation", "table2_markdown", "verdict"]
+           "predict", "run_segmentation", "table2_markdown", "verdict"]
 
 METHODS = ("none", "bigaug", "elastic", "drdm")
 METHOD_NAMES = {"none": "N/A", "bigaug": "BigAug", "elastic": "Elastic", "drdm": "DRDM"}
@@ -96,36 +98,6 @@ PROFILES = {
 
 
 # ---------------------------------------------------------------- augmentation
-
-def make_augmented(method: str, image: torch.Tensor, label: torch.Tensor, n: int, seed: int, *,
-                   net=None, levels: Sequence[int] = (20,), device="cpu", settings: str | None = None):
-    """``n`` augmented copies ``(n, 1, *S)`` of one image ``(1, 1, *S)`` and its label.
-
-    ``seed`` fixes the copies (one generator per image and method; for DRDM, copy ``i``
-    of level ``T'`` draws its field from ``sample_seed(seed, T', i)``). DRDM goes through the
-    image's :class:`drdm.grid.InputGrid` to the network's training grid and back, as
-    ``drdm augment`` does; ``settings`` picks the recovery setting (default: the network's,
-    :func:`drdm.sampling.recovery_settings`).
-    """
-    from ..baselines import BigAug, elastic
-    g = torch.Generator().manual_seed(seed)
-    if method == "bigaug":
-        return BigAug()(image.expand(n, *image.shape[1:]), label.expand(n, *label.shape[1:]), g)
-    if method == "elastic":
-        return elastic(image.expand(n, *image.shape[1:]), label.expand(n, *label.shape[1:]), g)
-    if method == "drdm":
-        from ..grid import InputGrid
-        from ..sampling import augment
-        per = int(math.ceil(n / len(levels)))
-        imgs, labs = [], []
-        grid = InputGrid.of(net, image.shape[2:])
-        for item in augment(net, image.to(device), label.to(device), levels, per, grid=grid, seed=seed,
-                            settings=settings):
-            imgs.append(item["image"].cpu())
-            labs.append(item["label"].cpu())
-        return torch.cat(imgs)[:n], torch.cat(labs)[:n]
-    raise ValueError(f"unknown augmentation method {method!r}; choose from {METHODS}")
-
 
 # ---------------------------------------------------------------- evaluation
 
@@ -216,9 +188,9 @@ def run_segmentation(profile: str = "ci", data="phantom", ratios: Sequence[float
                 for i in idx.tolist():
                     key = (method, seed, i)
                     if key not in cache:
-                        cache[key] = make_augmented(method, train_imgs[i:i + 1], train_labs[i:i + 1], prof.n_aug,
-                                                    seed * 1_000_003 + i * 101 + METHODS.index(method),
-                                                    net=net, levels=prof.drdm_levels, device=dev)
+                        cache[key] = make_copies(method, train_imgs[i:i + 1], train_labs[i:i + 1], prof.n_aug,
+                                                 sample_seed(seed, "copies", method, i),
+                                                 net=net, levels=prof.drdm_levels, device=dev)
                     imgs.append(cache[key][0])
                     labs.append(cache[key][1])
             return torch.cat(imgs), torch.cat(labs)

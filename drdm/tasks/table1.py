@@ -12,7 +12,7 @@ Protocol (stated before any number, and in chapter 3):
 * **Sampling.** The release's 2-D weights in the release setting (bicubic image warps,
   zero-padded composition), Algorithm 2 (``T'`` recovery steps), one sample per slice and level
   at ``T'`` = 30, 45, 55, 65, 70; slice ``i`` at level ``T'`` draws its random field from
-  ``sample_seed(seed, T', i)``; the default network path (:mod:`drdm.sampling`).
+  ``sample_seed(seed, "field", T', i)``; the default network path (:mod:`drdm.sampling`).
 * **Metrics** (:func:`drdm.evaluation.field_stats`): max and mean ``|phi|`` in % of the side and
   ``|J|<0`` in % of pixels, of the generated (recovered) field, which is what the paper's Table 1
   reports, and of the random field ``phi_{T':1}`` for reference.
@@ -182,12 +182,13 @@ def _folding_figure(net, images, subjects, levels, seed, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from .. import spatial
-    from ..sampling import deform, process_for, sample_seed
+    from ..sampling import deform, process_for
+    from ..seeds import sample_seed
     fp = process_for(net, images[:1])
     fig, axes = plt.subplots(len(levels), 3, figsize=(9, 3.1 * len(levels)), squeeze=False)
     for row, (lv, picks) in zip(axes, levels.items()):
         for ax, (i, value) in zip(row, picks):
-            g = torch.Generator().manual_seed(sample_seed(seed, lv, i))
+            g = torch.Generator().manual_seed(sample_seed(seed, "field", lv, i))
             phi = fp.sample(torch.tensor([lv]), g).phi
             res = deform(net, images[i:i + 1], lv, process=fp, random_ddf=phi)
             det = spatial.jacobian_det(res.ddf.double())[0]

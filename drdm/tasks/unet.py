@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..network import default_init_, fan_in
+from ..seeds import sample_seed
 
 __all__ = ["UNet", "bce_loss", "dice_loss", "predict", "train_segmenter", "parameter_count"]
 
@@ -137,19 +138,20 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
                     batch: int = 16, lr: float = 1e-3, lr_final: float = 0.1, features=(16, 32, 64, 128),
                     norm: str | None = None, seed: int = 0, device="cpu", loss: str = "bce",
                     validate: Callable[[nn.Module], float] | None = None, eval_every: int = 100,
-                    patience: int = 0, progress: bool = False) -> UNet:
+                    patience: int = 0, keep_best: bool = True, progress: bool = False) -> UNet:
     """Train a :class:`UNet` with Eq. 17 (``loss="bce"``) and Adam.
 
     The learning rate decays exponentially over ``steps`` (``gamma = lr_final ** (1 / steps)``
     per step, so it would end at ``lr * lr_final``). Batches are drawn uniformly with
     replacement from ``images`` ``(N, C, *S)`` / ``labels`` ``(N, 1, *S)`` by a generator seeded
-    with ``seed + 7919``; the initial weights by one seeded with ``seed`` (the global RNG is
-    not used).
+    with ``sample_seed(seed, "unet-batches")``; the initial weights by one seeded with
+    ``sample_seed(seed, "unet-init")`` (:mod:`drdm.seeds`; the global RNG is not used).
 
     With ``validate`` (a function of the model in eval mode returning a score, higher is
     better) the score is taken every ``eval_every`` steps and at the last step; the weights
-    with the best score are kept, and ``patience > 0`` stops training after that many checks
-    without improvement. ``model.history`` holds ``step``, ``train_loss`` (mean since the
+    with the best score are kept (``keep_best=False``: the final weights, the score only records
+    the learning curve), and ``patience > 0`` stops training after that many checks without
+    improvement. ``model.history`` holds ``step``, ``train_loss`` (mean since the
     previous check), ``val``, ``best_step``, ``best_val`` and ``steps_run``.
     """
     from ..fit import Every, fit, optimizer_step
@@ -158,10 +160,10 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
     loss_fn = LOSSES[loss]
     device = torch.device(device)
     model = UNet(images.dim() - 2, images.shape[1], n_classes, features, norm,
-                 generator=torch.Generator().manual_seed(seed)).to(device)
+                 generator=torch.Generator().manual_seed(sample_seed(seed, "unet-init"))).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_final ** (1.0 / max(steps, 1)))
-    g = torch.Generator().manual_seed(seed + 7919)
+    g = torch.Generator().manual_seed(sample_seed(seed, "unet-batches"))
     hist = {"step": [], "train_loss": [], "val": [], "best_step": None, "best_val": None, "steps_run": 0}
     state = {"best": None, "since_best": 0, "running": []}
 
@@ -185,7 +187,8 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
         state["running"] = []
         if hist["best_val"] is None or score > hist["best_val"]:
             hist["best_val"], hist["best_step"], state["since_best"] = score, k, 0
-            state["best"] = copy.deepcopy(model.state_dict())
+            if keep_best:
+                state["best"] = copy.deepcopy(model.state_dict())
             return False
         state["since_best"] += 1
         return bool(patience) and state["since_best"] >= patience

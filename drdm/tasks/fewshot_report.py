@@ -1,0 +1,279 @@
+"""The few-shot record: per-subject scores over replicates, two-way bootstrap intervals, flags, the
+stated decision rule, and the Markdown tables (:func:`summarise`).
+
+A *replicate* is one trained U-Net: a labelled set (``d0``, ``d1``, ... at the small size; ``large``)
+and a training seed. Every replicate scores every test subject, so a method's score for a subject is
+the mean over its replicates, and a difference between two methods is taken replicate by replicate
+(same labelled set, same seed) before :func:`drdm.stats.crossed_bootstrap` resamples subjects and
+labelled draws. The rule (:func:`drdm.stats.decide`): *reproduced* when the 95 % interval of the
+average-Dice difference lies above 0, *contradicted* when it lies below the paper's difference,
+otherwise *inconclusive*, printing the minimum detectable difference at 80 % power.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..stats import crossed_bootstrap, decide, summary
+from .fewshot import METHODS, STRUCTURES
+
+__all__ = ["summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
+           "plateau_change", "FLAG_MOVING", "FLAG_BELOW"]
+
+METHOD_LABELS = {"none": "none", "bigaug": "BigAug", "elastic": "Elastic", "drdm": "DRDM (release dose)",
+                 "drdm_low": "DRDM (T' 20/30)"}
+#: Table 2's average Dice (%) on ACDC: {labelled subjects: {method: Dice}}
+PAPER = {5: {"none": 46.9, "bigaug": 59.7, "drdm": 68.2}, 20: {"none": 65.8, "bigaug": 66.9, "drdm": 77.5}}
+#: the differences reported (a, b): a - b; the first two carry the verdict
+COMPARISONS = (("drdm", "bigaug"), ("drdm", "none"), ("bigaug", "none"), ("elastic", "none"),
+               ("drdm_low", "none"), ("drdm", "drdm_low"))
+#: flags: validation Dice moved by at least this over the last fifth of training (Dice fraction) ...
+FLAG_MOVING = 0.02
+#: ... or ended this far below the median of the same set size and method's other runs
+FLAG_BELOW = 0.10
+METRICS = ("dice", "sens", "prec", "asd")
+
+
+def plateau_change(history: dict) -> float | None:
+    """Validation Dice at the last check minus at the last check at or before 4/5 of the steps run
+    (how much the last fifth of training moved it), in Dice fractions; ``None`` without such a check."""
+    steps, val = history["step"], history["val"]
+    early = [i for i, s in enumerate(steps) if s <= 0.8 * history["steps_run"]]
+    if not early or early[-1] == len(steps) - 1:
+        return None
+    return float(val[-1] - val[early[-1]])
+
+
+def _size(set_name: str) -> str:
+    return "large" if set_name == "large" else "small"
+
+
+def _flags(runs: list[dict]) -> dict[str, list[str]]:
+    """``{cell: [reasons]}`` for runs still moving at the end or far below their peers."""
+    out = {}
+    finals = {_cell(r): r["history"]["val"][-1] for r in runs}
+    for r in runs:
+        why = []
+        pc = plateau_change(r["history"])
+        if pc is not None and abs(pc) >= FLAG_MOVING:
+            why.append(f"validation Dice moved {100 * pc:+.1f} points over the last fifth")
+        others = [v for k, v in finals.items() if k != _cell(r)]
+        if others and finals[_cell(r)] < np.median(others) - FLAG_BELOW:
+            why.append(f"final validation Dice {100 * finals[_cell(r)]:.1f} is more than {100 * FLAG_BELOW:.0f} "
+                       f"points below its peers' median {100 * np.median(others):.1f}")
+        if why:
+            out[_cell(r)] = why
+    return out
+
+
+def _cell(r: dict) -> str:
+    return f"{r['set']}_{r['method']}_s{r['seed']}"
+
+
+def _average(row: dict, k: str) -> float | None:
+    vals = [r[k] for r in row.values() if r.get(k) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _subject_means(runs: list[dict], key: str = "test") -> dict:
+    """Per subject and structure, each metric averaged over the runs (replicates)."""
+    out = {}
+    for subj in runs[0][key]:
+        out[subj] = {}
+        for name, _ in STRUCTURES:
+            row = {}
+            for k in METRICS:
+                vals = [r[key][subj][name].get(k) for r in runs if r[key][subj][name].get(k) is not None]
+                row[k] = float(np.mean(vals)) if vals else None
+            out[subj][name] = row
+    return out
+
+
+def _difference(runs_a: list[dict], runs_b: list[dict], subjects: list[str], value, key: str = "test") -> dict | None:
+    """Two-way bootstrap of ``value(a) - value(b)`` over subjects x paired replicates."""
+    b_by = {(r["set"], r["seed"]): r for r in runs_b}
+    pairs = [(ra, b_by[(ra["set"], ra["seed"])]) for ra in runs_a if (ra["set"], ra["seed"]) in b_by]
+    if not pairs:
+        return None
+    d = np.array([[value(ra[key][s]) - value(rb[key][s]) for ra, rb in pairs] for s in subjects], float)
+    # small sets: a labelled draw is the unit of resampling; the large set has one, so its seeds are
+    clusters = [ra["set"] if ra["set"] != "large" else f"s{ra['seed']}" for ra, _ in pairs]
+    res = crossed_bootstrap(100 * d, clusters)
+    if res is not None:
+        res["pairs"] = [_cell(ra) for ra, _ in pairs]
+    return res
+
+
+def _block(cells: list[dict], key: str = "test") -> tuple[dict, dict]:
+    """``(results, differences)`` per set size from cells carrying ``key`` scores."""
+    groups: dict[str, dict[str, list[dict]]] = {}
+    for c in cells:
+        groups.setdefault(_size(c["set"]), {}).setdefault(c["method"], []).append(c)
+    results, diffs = {}, {}
+    for size in [s for s in ("small", "large") if s in groups]:
+        block = {}
+        for m in [m for m in METHODS if m in groups[size]]:
+            runs = sorted(groups[size][m], key=lambda c: (c["set"], c["seed"]))
+            table = _subject_means(runs, key)
+            block[m] = {
+                "replicates": [_cell(r) for r in runs],
+                "n_subjects_labelled": len(runs[0]["subjects"]),
+                "structures": {name: {k: summary([table[s][name][k] for s in table if table[s][name][k] is not None])
+                                      for k in METRICS} for name, _ in STRUCTURES},
+                "average": {k: summary([a for a in (_average(table[s], k) for s in table) if a is not None])
+                            for k in METRICS},
+                "per_subject": {s: {"average_dice": _average(table[s], "dice"),
+                                    **{name: table[s][name] for name, _ in STRUCTURES}} for s in table},
+                "per_replicate": {_cell(r): float(np.mean([_average(r[key][s], "dice") for s in r[key]]))
+                                  for r in runs},
+            }
+            if key == "test":
+                block[m].update(
+                    runs=[{"cell": _cell(r), "steps": r["steps"], "final_val_dice": r["history"]["val"][-1],
+                           "plateau_change": plateau_change(r["history"]), "wall_s": r["wall_s"],
+                           "n_train_images": r["n_train_images"]} for r in runs],
+                    curves=[{"cell": _cell(r), **{k: r["history"][k] for k in ("step", "train_loss", "val")}}
+                            for r in runs],
+                    flags=_flags(runs))
+        results[size] = block
+        diffs[size] = {}
+        subjects = sorted(next(iter(block.values()))["per_subject"])
+        for a, b in COMPARISONS:
+            if a in block and b in block:
+                ga, gb = groups[size][a], groups[size][b]
+                row = {"average": _difference(ga, gb, subjects, lambda sc: _average(sc, "dice"), key)}
+                for name, _ in STRUCTURES:
+                    row[name] = _difference(ga, gb, subjects, lambda sc, n=name: sc[n]["dice"], key)
+                diffs[size][f"{a}_vs_{b}"] = row
+    return results, diffs
+
+
+def summarise(cells: list[dict], info: dict, external: dict | None = None) -> dict:
+    """The recorded result: per set size and method, scores over test subjects (replicates averaged
+    per subject first), curves, flags, paired differences with two-way bootstrap intervals, the
+    verdict by the stated rule, the Markdown, and the external test set's table when given."""
+    results, diffs = _block(cells)
+    result = {"task": "fewshot_segmentation", **info, "results": results, "dice_difference": diffs,
+              "n_cells": len(cells),
+              "wall_time_s": round(sum(c["wall_s"] for c in cells) + info.get("cache", {}).get("seconds", 0.0)
+                                   + sum(p["wall_s"] for ps in info.get("pilot", {}).values() for p in ps), 1)}
+    result["decisions"] = decisions(result)
+    result["verdict"] = verdict_lines(result)
+    if external:
+        ext_cells = [{**c, "external": external[_cell(c)]} for c in cells if _cell(c) in external]
+        if ext_cells:
+            er, ed = _block(ext_cells, "external")
+            result["external"] = {"results": er, "dice_difference": ed}
+    result["markdown"] = fewshot_markdown(result)
+    return result
+
+
+def _n_labelled(result: dict, size: str) -> int | None:
+    block = result["results"].get(size, {})
+    return next(iter(block.values()))["n_subjects_labelled"] if block else None
+
+
+def decisions(result: dict) -> list[dict]:
+    """The rule applied to DRDM - BigAug and DRDM - none at each set size the paper reports."""
+    out = []
+    for size, rows in result["dice_difference"].items():
+        n = _n_labelled(result, size)
+        for a, b in (("drdm", "bigaug"), ("drdm", "none")):
+            paper = PAPER.get(n, {})
+            ref = paper[a] - paper[b] if a in paper and b in paper else None
+            d = rows.get(f"{a}_vs_{b}", {}).get("average")
+            why = None
+            if d is None:
+                skipped = result.get("skipped", {})
+                why = skipped.get(a) or skipped.get(b) or "no finished cells for both methods"
+            out.append({"size": size, "labelled": n, "a": a, "b": b, "paper": ref, "diff": d,
+                        "decision": decide(d, ref) if d is not None and ref is not None else "not compared",
+                        "why": why})
+    return out
+
+
+def verdict_lines(result: dict) -> list[str]:
+    """One sentence per decision, in words, with the interval and the detectable difference."""
+    lines = []
+    for dec in result["decisions"]:
+        label = (f"{dec['labelled']} labelled subjects, {METHOD_LABELS[dec['a']]} minus {METHOD_LABELS[dec['b']]}")
+        d = dec["diff"]
+        if d is None:
+            lines.append(f"{label}: not compared ({dec['why']}).")
+            continue
+        head = (f"{label}: {d['mean']:+.1f} Dice points, 95 % interval [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over "
+                f"{d['n']} test subjects and {d['replicates']} paired runs ({d['clusters']} resampled units)")
+        if dec["paper"] is None:
+            lines.append(head + "; the paper reports no such difference.")
+            continue
+        word = {"reproduced": "**reproduced**: the interval lies above 0",
+                "contradicted": f"**contradicted**: the interval lies below the paper's {dec['paper']:+.1f}",
+                "inconclusive": f"**inconclusive**: the interval holds 0 and the paper's {dec['paper']:+.1f}; "
+                                f"the smallest difference these data would detect (80 % power) is "
+                                f"{d['mdd']:.1f} points"}[dec["decision"]]
+        extra = ""
+        if dec["decision"] == "reproduced" and d["ci"][1] < dec["paper"]:
+            extra = f", though below the paper's {dec['paper']:+.1f}"
+        lines.append(f"{head}: {word}{extra}.")
+    return lines
+
+
+def _ci(d: dict | None) -> str:
+    return "–" if d is None else f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+
+
+def _score_table(results: dict, title: str) -> list[str]:
+    cols = [n for n, _ in STRUCTURES] + ["Average"]
+    head = "| labelled | method | runs | " + " | ".join(f"{c} Dice | {c} sens | {c} prec | {c} ASD" for c in cols) + " |"
+    lines = [title, "", head, "|" + "---|" * (3 + 4 * len(cols))]
+    for size, block in results.items():
+        for m, res in block.items():
+            cells = []
+            for c in cols:
+                src = res["average"] if c == "Average" else res["structures"][c]
+                cells += [f"{100 * src[k]['mean']:.1f}" if src[k]["mean"] is not None else "–"
+                          for k in ("dice", "sens", "prec")]
+                cells.append(f"{src['asd']['mean']:.2f}" if src["asd"]["mean"] is not None else "–")
+            lines.append(f"| {res['n_subjects_labelled']} | {METHOD_LABELS[m]} | {len(res['replicates'])} | "
+                         + " | ".join(cells) + " |")
+    return lines
+
+
+def _diff_table(result: dict, diffs: dict) -> list[str]:
+    cols = [n for n, _ in STRUCTURES] + ["Average"]
+    out = ["| labelled | comparison | " + " | ".join(cols) + " | detectable (80 %) |", "|" + "---|" * (3 + len(cols))]
+    for size, rows in diffs.items():
+        n = _n_labelled(result, size)
+        for name, row in rows.items():
+            a, b = name.split("_vs_")
+            mdd = "–" if row["average"] is None else f"{row['average']['mdd']:.1f}"
+            out.append(f"| {n} | {METHOD_LABELS[a]} - {METHOD_LABELS[b]} | "
+                       + " | ".join(_ci(row["average"] if c == "Average" else row[c]) for c in cols) + f" | {mdd} |")
+    return out
+
+
+def fewshot_markdown(result: dict) -> str:
+    """The recorded tables: scores, differences with intervals, runs and flags, verdict."""
+    out = _score_table(result["results"], "Test subjects' scores (%; ASD in pixels of the protocol grid): mean over "
+                                          "test subjects, each subject's score averaged over its runs first")
+    out += ["", "Dice differences (points), 95 % two-way bootstrap intervals (test subjects x labelled draws)", "",
+            *_diff_table(result, result["dice_difference"])]
+    runs = ["| labelled | cell | steps | final val Dice | val change, last fifth | training images | minutes | flag |",
+            "|---|---|---|---|---|---|---|---|"]
+    for size, block in result["results"].items():
+        for m, res in block.items():
+            for r in res["runs"]:
+                pc = r["plateau_change"]
+                flag = "; ".join(res["flags"].get(r["cell"], [])) or "–"
+                runs.append(f"| {res['n_subjects_labelled']} | {r['cell']} | {r['steps']} | "
+                            f"{100 * r['final_val_dice']:.1f} | {'–' if pc is None else f'{100 * pc:+.1f}'} | "
+                            f"{r['n_train_images']} | {r['wall_s'] / 60:.1f} | {flag} |")
+    out += ["", "Runs (validation subjects; every run trains to its budget and its final weights are tested)", "",
+            *runs, "", "Verdict (rule stated in chapter 4 before the numbers):", "",
+            *[f"- {v}" for v in result["verdict"]]]
+    if result.get("external"):
+        out += ["", *_score_table(result["external"]["results"], "External test set (the same trained models, "
+                                                                 "no retraining)"),
+                "", *_diff_table(result, result["external"]["dice_difference"])]
+    if result.get("skipped"):
+        out += [""] + [f"Skipped {m}: {why}" for m, why in result["skipped"].items()]
+    return "\n".join(out)
