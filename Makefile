@@ -9,7 +9,7 @@ TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 MATHJAX_VERSION ?= 3.2.2
 
-.PHONY: install test results book bench clean mathjax fidelity fewshot table1-acdc spread gpu-check
+.PHONY: install test results book bench clean mathjax fidelity fewshot edes table1-acdc spread gpu-check
 
 install: $(STAMP)
 
@@ -54,6 +54,11 @@ fidelity: $(STAMP)
 # ../shared/data/acdc_slices; about 10 h on 2 cores, resumable (cells, weights and copies stay in runs/fewshot)
 fewshot: $(STAMP)
 	$(VENV)/bin/drdm fewshot --data acdc-h5 --data-dir ../shared/data/acdc_slices --protocol cpu
+
+# Table 3 on cardiac MRI: ACDC ED<->ES registration, VoxelMorph on real pairs, DRDM and MRBS synthetic
+# pretraining (chapter 5, results/cpu/registration_acdc.*): needs ../shared; resumable (runs/edes)
+edes: $(STAMP)
+	$(PY) -m drdm.tasks.edes
 
 # Table 1 of the paper against the release's weights on the 70 shared ACDC subjects, every level,
 # a verdict per row (chapter 3, results/cpu/table1_acdc.*): needs ../shared; resumable (runs/table1_acdc)

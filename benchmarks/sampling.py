@@ -21,7 +21,7 @@ network's FLOPs per sample (``torch.utils.flop_counter``) at this machine's floa
 rate on those threads, measured here (a large ``torch.mm``), everything else free; "at equal
 threads" divides it by the release-style loop's rate. Also printed: the peak resident memory each
 path adds (VmHWM, reset before each row), and the copies per minute of the few-shot copy generator
-(``drdm.tasks.segmentation.make_augmented``, 8 DRDM copies of a 96^2 slice through its InputGrid).
+(``drdm.tasks.augcache.make_copies``, 8 DRDM copies of a 96^2 slice through its InputGrid).
 A bfloat16-autocast row is timed for information only (it changes the recovered fields).
 """
 from __future__ import annotations
@@ -97,12 +97,12 @@ def _peak_mib() -> float | None:
 
 def copy_rate(net, threads: int, level: int, min_time: float, device="cpu", n: int = 8) -> float:
     """Copies per minute of the few-shot generator: ``n`` DRDM copies of a 96^2 slice."""
-    from drdm.tasks.segmentation import make_augmented
+    from drdm.tasks.augcache import make_copies
     torch.set_num_threads(threads)
     img = torch.rand(1, 1, 96, 96, generator=torch.Generator().manual_seed(0))
     lab = torch.randint(0, 4, (1, 1, 96, 96), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return 60 * rate(lambda: make_augmented("drdm", img, lab, n, 0, net=net, levels=(level,), device=device),
+        return 60 * rate(lambda: make_copies("drdm", img, lab, n, 0, net=net, levels=(level,), device=device),
                          n, min_time, min_calls=1)
 
 

@@ -33,30 +33,31 @@ def test_guard_turns_full_disk_and_memory_into_one_line_and_lets_other_errors_th
 
 @pytest.fixture()
 def fewshot_argv(tmp_path):
-    from tests.test_tasks import _write_pairs
-    _write_pairs(tmp_path / "data", n_subjects=5)
-    return ["fewshot", "--data", str(tmp_path / "data"), "--protocol", "ci", "--methods", "none,elastic",
-            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--labelled", "1"]
+    from tests.cli.test_experiment import _write_pairs
+    _write_pairs(tmp_path / "data", n_subjects=6)           # the ci split needs 6 subjects per group
+    return ["fewshot", "--data", str(tmp_path / "data"), "--protocol", "ci", "--methods", "none",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--device", "cpu"]
 
 
 @pytest.mark.parametrize("fault", ["memory", "disk"])
 def test_a_fewshot_cell_that_runs_out_stops_with_one_line_and_resumes(fault, fewshot_argv, tmp_path, monkeypatch,
                                                                        capsys):
     from drdm.tasks import fewshot as FS
-    real_train, real_save, calls = FS.train_cell, torch.save, []
+    real_train, real_save, calls = FS._train, torch.save, []
 
-    def second_cell_fails(*a, **k):                      # the second cell dies while training
+    def second_unit_fails(*a, **k):                      # the second unit (the BigAug pilot) dies while training
         calls.append(1)
         if len(calls) == 2:
             raise MemoryError
         return real_train(*a, **k)
 
-    def cache_disk_full(obj, f, *a, **k):                # the elastic copies' cache file cannot be written
+    def cache_disk_full(obj, f, *a, **k):                # the BigAug copies' cache file cannot be written
         real_save(obj, f, *a, **k)                       # (half written: the temporary file exists)
-        raise OSError(errno.ENOSPC, "No space left on device")
+        if "/aug/" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device")
 
     if fault == "memory":
-        monkeypatch.setattr(FS, "train_cell", second_cell_fails)
+        monkeypatch.setattr(FS, "_train", second_unit_fails)
     else:
         monkeypatch.setattr(torch, "save", cache_disk_full)
     capsys.readouterr()
@@ -66,11 +67,14 @@ def test_a_fewshot_cell_that_runs_out_stops_with_one_line_and_resumes(fault, few
     work = tmp_path / "work"
     left = _files(work)
     assert not [f for f in left if ".tmp" in f or f.split("/")[-1].startswith(".")], left   # no partial file
-    assert len([f for f in left if f.startswith("cells/")]) == 1                              # the finished one
+    # the finished unit (the first pilot: its record and its weights), nothing of the second
+    assert sorted(f.split("/")[-1] for f in left if f.startswith("cells/")) == ["pilot_small_none.json",
+                                                                                "pilot_small_none.pt"]
     assert not (tmp_path / "out").exists()
     monkeypatch.undo()
-    assert main(fewshot_argv) == 0                                   # resumes: the missing cell only
-    assert len([f for f in _files(work) if f.startswith("cells/")]) == 2
+    assert main(fewshot_argv) == 0                                   # resumes: the missing units only
+    # 4 pilots (none, BigAug at both sizes) and 3 cells (d0, d1, large without augmentation), each .json + .pt
+    assert len([f for f in _files(work) if f.startswith("cells/")]) == 2 * (4 + 3)
 
 
 def test_fidelity_rows_are_whole_lines_even_when_the_disk_fills(tmp_path, monkeypatch):

@@ -1,33 +1,99 @@
-"""The few-shot segmentation experiment: slices, split, cache, early stopping, resumption."""
+"""The few-shot segmentation pipeline (drdm.tasks.fewshot, fewshot_report, augcache, drdm.data.crops):
+slices, the stratified split, the release schedule, the pilot budget, cached copies, training to the
+budget with the final weights tested, resumption, the external test set, flags and the CLI.
+
+Expected values are worked out here from the protocol's stated rules (by hand or with numpy), not
+taken from the code under test.
+"""
 import dataclasses
 import json
+import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from drdm.data import ACDC_CONVENTION, Record
-from drdm.tasks import fewshot as FS
+from drdm.data.crops import prepare_slices
 from drdm.phantoms import phantom_records
-from drdm.tasks.augcache import AugCache, prepare_slices
+from drdm.tasks import fewshot as FS
+from drdm.tasks import fewshot_report as FR
+from drdm.tasks.augcache import AugCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-def _records(n=6):
-    """2-D cardiac phantoms, ED and ES, two vendors alternating."""
-    recs = phantom_records("cardiac", n, 32, seed=1000, phases=("ED", "ES"))
-    return [dataclasses.replace(r, meta={"vendor": "AB"[int(r.subject[-1]) % 2]}) for r in recs]
+CI = FS.PROTOCOLS["ci"]
+RUN = dict(checkpoint="phantom2d", device="cpu", progress=False)
 
 
-def _strip_times(result):
-    """The result without wall times (they differ between any two runs)."""
-    res = json.loads(json.dumps(result["results"]))
-    for block in res.values():
-        for m in block.values():
-            for c in m["convergence"]:
-                c.pop("wall_s")
-    return res, result["dice_difference"]
+def _records(n=8, seed=0, size=48):
+    """2-D cardiac phantoms, ED and ES, all of group "?" (the ci protocol needs 6 subjects per group)."""
+    return phantom_records("cardiac", n, size, seed, phases=("ED", "ES"))
+
+
+def _slices(records, prot=CI):
+    return prepare_slices(records, crop=prot.crop, size=prot.size, percentiles=prot.percentiles)
+
+
+def _dice(p: np.ndarray, t: np.ndarray, v: int) -> float:
+    """Dice of label ``v`` pooled over all given slices; 1 when both are empty."""
+    a, b = p == v, t == v
+    den = a.sum() + b.sum()
+    return 1.0 if den == 0 else 2.0 * (a & b).sum() / den
+
+
+def _predict(weights: Path, prot, slices) -> np.ndarray:
+    """Label maps from a cell's saved weights, by hand: a fresh U-Net, the arg-max of its logits."""
+    from drdm.tasks.unet import UNet
+    model = UNet(2, 1, 4, prot.features, prot.norm)
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    model.eval()
+    x = torch.from_numpy(np.stack([s.image for s in slices]))[:, None]
+    with torch.no_grad():
+        return model(x).argmax(1).numpy()
+
+
+def _scores_by_hand(weights: Path, prot, slices, subjects) -> dict:
+    """``{subject: {structure: Dice}}`` of the saved weights, each subject's slices pooled."""
+    pred = _predict(weights, prot, slices)
+    out = {}
+    for subj in subjects:
+        rows = [i for i, s in enumerate(slices) if s.subject == subj]
+        ref = np.stack([slices[i].label for i in rows])
+        out[subj] = {name: _dice(pred[rows], ref, v) for name, v in FS.STRUCTURES}
+    return out
+
+
+def _cells(cell_dir: Path) -> list[Path]:
+    """The cells' records (not the pilots')."""
+    return sorted(p for p in cell_dir.glob("*.json") if not p.stem.startswith("pilot_"))
+
+
+def _stamps(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def _without_minutes(markdown: str) -> str:
+    """The Markdown with the runs table's wall-clock column blanked (it differs between any two runs)."""
+    out = []
+    for line in markdown.splitlines():
+        cols = line.split(" | ")
+        if len(cols) == 8 and cols[1].count("_s") == 1:          # | n | cell | steps | ... | minutes | flag |
+            cols[6] = "?"
+        out.append(" | ".join(cols))
+    return "\n".join(out)
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    """One uninterrupted ci run on 8 phantom subjects (pilots, 7 cells, DRDM at the low dose)."""
+    records = _records()
+    work = tmp_path_factory.mktemp("whole")
+    result = FS.run_fewshot(records, "ci", work_dir=work, **RUN)
+    return {"records": records, "work": work, "result": result,
+            "cell_dir": work / "cells" / result["run_key"]}
 
 
 # ---------------------------------------------------------------- slices and split
@@ -40,47 +106,117 @@ def test_prepare_slices_crops_around_the_centre_resizes_and_normalises():
     lab[19:21, 10:12] = 1                         # outside the centre crop of 32: cut away
     rec = Record(img, lab, (1.0, 1.0), np.eye(4), "s0", "ED", "test", ACDC_CONVENTION, "", {"vendor": "A"})
     (s,) = prepare_slices([rec], crop=32, size=16)
-    assert s.image.shape == (16, 16) and s.label.shape == (16, 16)
+    assert s.image.shape == (16, 16) and s.label.shape == (16, 16) and s.image.dtype == np.float32
     assert 0 <= s.image.min() and s.image.max() <= 1
     assert set(np.unique(s.label)) == {0, 3}      # the off-centre label lies outside the crop
     ys, xs = np.nonzero(s.label == 3)
     assert ys.mean() == pytest.approx(7.5, abs=0.6) and xs.mean() == pytest.approx(7.5, abs=0.6)
     # a structure two pixels wide still exists after halving the grid (one-hot resize, not decimation)
     assert (s.label == 3).sum() >= 4
-    # padding: a 20 x 20 slice is padded to 32 around its centre
+    assert (s.group, s.phase, s.index, s.name) == ("A", "ED", 0, "s0_ED_00")      # the vendor is the group
+    # padding: a 20 x 20 slice is padded to 32 around its centre; no group: "?"
     small = Record(np.ones((20, 20), np.float32), np.pad(np.ones((2, 2), np.int64) * 2, 9),
                    (1.0, 1.0), np.eye(4), "s1", "ED", "test", ACDC_CONVENTION, "", {})
     (p,) = prepare_slices([small], crop=32, size=32)
     ys, xs = np.nonzero(p.label == 2)
-    assert (ys.min(), xs.min()) == (15, 15) and p.vendor == "?"
+    assert (ys.min(), xs.min()) == (15, 15) and p.group == "?"
+    # a diagnosis group wins over the vendor; a slice without foreground is dropped
+    both = dataclasses.replace(rec, meta={"group": "DCM", "vendor": "A"})
+    empty = dataclasses.replace(rec, subject="s2", label=np.zeros_like(lab))
+    assert [s.group for s in prepare_slices([both, empty], crop=32, size=16)] == ["DCM"]
 
 
-def test_split_is_disjoint_covers_every_subject_and_alternates_vendors():
-    slices = prepare_slices(_records(10), crop=32, size=32)
-    sp = FS.vendor_split(slices, n_test=4, n_val=2, seed=0)
-    test, val, order = set(sp["test"]), set(sp["val"]), set(sp["order"])
-    assert not (test & val) and not (test & order) and not (val & order)
-    assert test | val | order == {s.subject for s in slices}
-    vendor = {s.subject: s.vendor for s in slices}
-    assert sorted(vendor[s] for s in sp["test"]) == ["A", "A", "B", "B"]
-    assert [vendor[s] for s in sp["order"][:2]] in (["A", "B"], ["B", "A"])
-    with pytest.raises(ValueError, match="cannot give"):
-        FS.vendor_split(slices, n_test=8, n_val=2)
+def test_split_slices_is_stratified_disjoint_and_nests_the_labelled_sets():
+    # three groups of unequal size; 7 subjects per group are needed (1 test, 1 val, 2 draws of 2, 1 extra)
+    prot = dataclasses.replace(CI, n_test=1, n_val=1, draws=2, per_draw=2, extra=1)
+    sizes = {"DCM": 7, "NOR": 8, "RV": 10}
+    records, k = [], 0
+    for g, n in sizes.items():
+        for r in _records(n, seed=100 * k, size=32):
+            records.append(dataclasses.replace(r, meta={"group": g}))
+        k += 1
+    slices = _slices(records, prot)
+    group = {s.subject: s.group for s in slices}
+    sp = FS.split_slices(slices, prot)
+    test, val, pool = set(sp["test"]), set(sp["val"]), set(sp["pool"])
+    assert not (test & val or test & pool or val & pool)
+    assert test | val | pool == set(group) and len(group) == sum(sizes.values())
+    for name, per in (("test", prot.n_test), ("val", prot.n_val)):
+        assert sorted(group[s] for s in sp[name]) == sorted(g for g in sizes for _ in range(per))
+    assert sorted(sp["sets"]) == ["d0", "d1", "large"]
+    draws = [set(sp["sets"][f"d{i}"]) for i in range(prot.draws)]
+    assert not draws[0] & draws[1] and all(d <= pool for d in draws)
+    for d in draws:                                   # per_draw subjects of every group
+        assert sorted(group[s] for s in d) == sorted(g for g in sizes for _ in range(prot.per_draw))
+    large = set(sp["sets"]["large"])
+    assert draws[0] | draws[1] <= large <= pool
+    for g in sizes:                                   # the draws plus `extra` more of each group
+        assert sum(group[s] == g for s in large) == prot.draws * prot.per_draw + prot.extra
+    # every subject has exactly one role; the bigger groups' remainder stays in the pool, unlabelled
+    assert len(pool - large) == sum(n - 7 for n in sizes.values())
+    # both phases of a subject go where the subject goes (the split is by subject)
+    assert {s.phase for s in slices if s.subject in test} == {"ED", "ES"}
+    # reproducible, and the split seed matters
+    assert FS.split_slices(slices, prot) == sp
+    assert FS.split_slices(slices, dataclasses.replace(prot, split_seed=1)) != sp
+    with pytest.raises(ValueError, match="fewer than"):
+        FS.split_slices(slices, dataclasses.replace(prot, extra=2))      # DCM has only 7
 
 
-def test_mnms_split_keeps_both_vendors_in_a_test_set_of_ten():
+def test_mnms_split_keeps_both_vendors_in_every_role():
     from drdm.data import load_mnms
     from drdm.shared import absent_reason, mnms_dir
     if mnms_dir() is None:
         pytest.skip(absent_reason("the M&Ms subset"))
     prot = FS.PROTOCOLS["cpu"]
-    slices = prepare_slices(load_mnms(mnms_dir()), crop=prot.crop, size=prot.size)
-    sp = FS.vendor_split(slices, prot.n_test, prot.n_val, prot.split_seed)
-    vendor = {s.subject: s.vendor for s in slices}
-    assert len(sp["test"]) == 10 and {vendor[s] for s in sp["test"]} == {"A", "B"}
-    assert not set(sp["test"]) & set(sp["order"][:max(prot.labelled)] + sp["val"])
+    slices = _slices(load_mnms(mnms_dir()), prot)
     # no labelled slice is lost to the crop and resize (the subset has 330 labelled slices)
     assert len(slices) == 330
+    vendor = {s.subject: s.group for s in slices}
+    sp = FS.split_slices(slices, prot)
+    assert sorted(vendor[s] for s in sp["test"]) == ["A"] * prot.n_test + ["B"] * prot.n_test
+    assert all(sorted(vendor[s] for s in d) == ["A", "B"] for k, d in sp["sets"].items() if k != "large")
+    assert not set(sp["test"]) & set(sp["sets"]["large"] + sp["val"])
+
+
+# ---------------------------------------------------------------- the release's dose and the budget
+
+def test_release_levels_follow_the_release_schedule():
+    full = FS.release_levels(32)
+    # the script's copy i recovers from 48 + 2 * ((i + 1) // 2): 48, 50, 50, 52, 52, ..., 78, 78, 80
+    assert full == tuple([48] + [t for t in range(50, 80, 2) for _ in range(2)] + [80])
+    assert np.mean(full) == 64
+    eight = FS.release_levels(8)
+    assert len(eight) == 8 and np.mean(eight) == 64 and len(set(eight)) == 8
+    assert list(eight) == sorted(eight) and set(eight) <= set(full)
+    for n in range(1, 33):
+        levels = FS.release_levels(n)
+        assert len(levels) == n and set(levels) <= set(full)
+        assert abs(np.mean(levels) - 64) <= 1                     # spread over the whole schedule
+    for bad in (0, 33):
+        with pytest.raises(ValueError, match="1 to 32"):
+            FS.release_levels(bad)
+    # drdm takes the schedule at n_aug copies; drdm_low the protocol's low levels
+    assert CI.levels("drdm") == FS.release_levels(CI.n_aug) and CI.levels("drdm_low") == CI.low_levels
+
+
+def test_pilot_budget_on_hand_made_curves():
+    steps = [100, 200, 300, 400, 500, 600, 700, 800]
+    rising = {"step": steps, "val": [.20, .50, .70, .80, .83, .84, .84, .84]}
+    # smoothed (mean of the last 3 checks): .20 .35 .47 .67 .78 .82 .84 .84; max .84, first >= .83 at 700
+    assert FS.pilot_budget([rising], multiple=100, minimum=100) == 700
+    assert FS.pilot_budget([rising], tolerance=0.05, multiple=100, minimum=100) == 600       # .82 >= .79
+    assert FS.pilot_budget([rising], multiple=500, minimum=100) == 1000                     # rounded up
+    assert FS.pilot_budget([rising], multiple=100, minimum=2000) == 2000                    # at least
+    # one early spike is smoothed away: unsmoothed, its max would give 200
+    spike = {"step": steps, "val": [.10, .90, .10, .50, .60, .60, .60, .60]}
+    assert FS.pilot_budget([spike], multiple=100, minimum=100) == 700
+    # two pilots are averaged first: a fast and a slow curve plateau at the slow one's pace
+    fast = {"step": steps, "val": [.80] * 8}
+    slow = {"step": steps, "val": [.0, .2, .4, .6, .8, .8, .8, .8]}
+    # mean .4 .5 .6 .7 .8 .8 .8 .8 -> smoothed .4 .45 .5 .6 .7 .77 .8 .8: first >= .79 at 700
+    assert FS.pilot_budget([fast, slow], multiple=100, minimum=100) == 700
+    assert FS.pilot_budget([fast], multiple=100, minimum=100) == 100
 
 
 # ---------------------------------------------------------------- training
@@ -105,22 +241,44 @@ def test_train_segmenter_keeps_the_best_weights_and_stops_after_patience():
     assert len(h["train_loss"]) == 4 and all(np.isfinite(h["train_loss"]))
 
 
-# ---------------------------------------------------------------- the cache
+def test_train_segmenter_without_keep_best_keeps_the_final_weights_and_trains_every_step():
+    from drdm.tasks.unet import train_segmenter
+    x = torch.rand(4, 1, 16, 16)
+    y = (x > 0.5).long()
+    scores = iter([0.1, 0.9, 0.3, 0.2, 0.4])
+    seen = []
 
-def test_a_changed_checkpoint_regenerates_drdm_copies_and_nothing_else(tmp_path):
+    def validate(model):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return next(scores)
+
+    m = train_segmenter(x, y, n_classes=2, steps=22, batch=2, features=(4, 8), validate=validate,
+                        eval_every=5, patience=0, keep_best=False)
+    h = m.history
+    assert h["step"] == [5, 10, 15, 20, 22] and h["steps_run"] == 22    # every interval and the last step
+    assert h["best_step"] == 10 and h["val"][-1] == 0.4                   # the curve is still recorded
+    assert all(torch.equal(v, seen[-1][k]) for k, v in m.state_dict().items())          # the final weights
+    assert not all(torch.equal(v, seen[1][k]) for k, v in m.state_dict().items())      # not the best ones
+
+
+# ---------------------------------------------------------------- cached copies
+
+def test_a_changed_checkpoint_regenerates_only_the_drdm_copies(tmp_path):
     from drdm.checkpoint import load, load_checkpoint, resolve
     from drdm.outputs import sha256_file
-    prot = FS.PROTOCOLS["ci"]
-    items = prepare_slices(_records(1), crop=32, size=32)
+    prot = CI
+    items = _slices(_records(1, seed=1000, size=32), prot)
+    assert len(items) == 2
     net = load("phantom2d")
     sha = sha256_file(resolve("phantom2d"))
     cache = AugCache(tmp_path / "aug")
-    first = FS.copies(cache, "drdm", items, prot, net=net, checkpoint_sha256=sha, progress=False)
+    first = FS.copies(cache, "drdm_low", items, prot, net=net, checkpoint_sha256=sha, progress=False)
     FS.copies(cache, "bigaug", items, prot, progress=False)
     assert (cache.hits, cache.misses) == (0, 2 * len(items))
-    again = FS.copies(cache, "drdm", items, prot, net=net, checkpoint_sha256=sha, progress=False)
+    again = FS.copies(cache, "drdm_low", items, prot, net=net, checkpoint_sha256=sha, progress=False)
     assert cache.hits == len(items) and cache.misses == 2 * len(items)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
+    assert all(c[0].shape == (prot.n_aug, 1, 32, 32) and c[1].shape == (prot.n_aug, 1, 32, 32) for c in first)
     # the same checkpoint with one weight changed: a new sha256
     obj = load_checkpoint(resolve("phantom2d"))
     name = next(iter(obj["model"]))
@@ -129,97 +287,304 @@ def test_a_changed_checkpoint_regenerates_drdm_copies_and_nothing_else(tmp_path)
     torch.save(obj, other)
     net2, sha2, why = FS.drdm_identity(other)
     assert why is None and sha2 != sha
-    FS.copies(cache, "drdm", items, net=net2, prot=prot, checkpoint_sha256=sha2, progress=False)
+    FS.copies(cache, "drdm_low", items, prot, net=net2, checkpoint_sha256=sha2, progress=False)
     assert cache.misses == 3 * len(items)          # regenerated
     FS.copies(cache, "bigaug", items, prot, progress=False)
     assert cache.misses == 3 * len(items)          # BigAug's copies do not depend on the checkpoint
     assert len(list((tmp_path / "aug" / "drdm").glob("*.pt"))) == 2 * len(items)
-    assert all(c[0].shape == (prot.n_aug, 1, 32, 32) for c in first)
+    assert len(list((tmp_path / "aug" / "bigaug").glob("*.pt"))) == len(items)
     # other pixels under the same slice name: made again, not served stale
     changed = [dataclasses.replace(items[0], image=np.flipud(items[0].image).copy())] + items[1:]
     FS.copies(cache, "bigaug", changed, prot, progress=False)
     assert cache.misses == 3 * len(items) + 1
 
 
+def test_the_large_set_makes_copies_only_for_its_extra_subjects(tmp_path, monkeypatch):
+    # fixed budgets (no pilot), so only the cells make copies: both DRDM and BigAug at both sizes
+    prot = dataclasses.replace(CI, budget={"small": 8, "large": 8},
+                               arms=(("small", "bigaug", 1), ("small", "drdm_low", 1),
+                                     ("large", "bigaug", 1), ("large", "drdm_low", 1)))
+    records = _records(6)
+    calls = []
+    real = FS.make_copies
+
+    def counting(method, image, *a, **k):
+        calls.append(method)
+        return real(method, image, *a, **k)
+
+    monkeypatch.setattr(FS, "make_copies", counting)
+    aug = tmp_path / "aug"
+
+    def made():
+        """{method folder: {subject: files}} of the cached copies."""
+        out = {}
+        for p in aug.rglob("*.pt"):
+            out.setdefault(p.parent.name, {}).setdefault(p.name.split("_")[0], []).append(p.name)
+        return out
+
+    kw = dict(methods=("bigaug", "drdm_low"), **RUN)
+    first = FS.run_fewshot(records, prot, work_dir=tmp_path, stop_after=4, **kw)   # the four small cells
+    sets = first["split"]["sets"]
+    per_subject = 2                                    # ED and ES, one slice each
+    drawn = set(sets["d0"]) | set(sets["d1"])
+    extra = set(sets["large"]) - drawn
+    assert first["n_cells"] == 4 and len(extra) == CI.extra and drawn < set(sets["large"])
+    assert sorted(calls) == sorted(["bigaug", "drdm"] * per_subject * len(drawn))
+    assert {m: set(v) for m, v in made().items()} == {"bigaug": drawn, "drdm": drawn}
+    stamps = _stamps(aug)
+
+    calls.clear()
+    second = FS.run_fewshot(records, prot, work_dir=tmp_path, **kw)                  # the large set's cells
+    assert second["n_cells"] == 6
+    assert sorted(calls) == sorted(["bigaug", "drdm"] * per_subject * len(extra))    # the extra subject only
+    assert {m: set(v) for m, v in made().items()} == {"bigaug": set(sets["large"]), "drdm": set(sets["large"])}
+    assert {k: v for k, v in _stamps(aug).items() if k in stamps} == stamps          # the draws' copies reused
+    # the recorded count: n_aug copies of every slice of the large set, per method
+    n_large = per_subject * len(sets["large"])
+    assert second["cache"]["copies"] == {"bigaug": CI.n_aug * n_large, "drdm_low": CI.n_aug * n_large}
+
+
+# ---------------------------------------------------------------- the report's flags
+
 def test_plateau_change_measures_the_last_fifth():
     h = {"step": [100, 200, 300, 400, 500], "val": [0.5, 0.6, 0.7, 0.72, 0.73], "steps_run": 500}
-    assert FS.plateau_change(h) == pytest.approx(0.73 - 0.72)      # last check at or before step 400
-    assert FS.plateau_change({"step": [100, 200], "val": [0.1, 0.2], "steps_run": 200}) == pytest.approx(0.1)
-    assert FS.plateau_change({"step": [100], "val": [0.1], "steps_run": 100}) is None
+    assert FR.plateau_change(h) == pytest.approx(0.73 - 0.72)      # last check at or before step 400
+    assert FR.plateau_change({"step": [100, 200], "val": [0.1, 0.2], "steps_run": 200}) == pytest.approx(0.1)
+    assert FR.plateau_change({"step": [100], "val": [0.1], "steps_run": 100}) is None
 
 
-# ---------------------------------------------------------------- resumption
+def _hand_cell(set_name, val, method="none", seed=0):
+    """A finished cell's record, made by hand: 5 checks over 100 steps, two test subjects."""
+    row = {"dice": 0.5, "sens": 0.5, "prec": 0.5, "asd": 1.0}
+    return {"set": set_name, "method": method, "seed": seed, "subjects": ["a"], "steps": 100, "wall_s": 1.0,
+            "n_train_images": 4, "n_labelled_slices": 2,
+            "history": {"step": [20, 40, 60, 80, 100], "train_loss": [1.0] * 5, "val": list(val),
+                        "best_step": 20, "best_val": max(val), "steps_run": 100},
+            "test": {t: {name: dict(row) for name, _ in FS.STRUCTURES} for t in ("t1", "t2")}}
 
-def test_a_killed_and_resumed_run_gives_the_table_of_one_uninterrupted_run(tmp_path, monkeypatch):
-    recs = _records()
-    kw = dict(methods=("none", "bigaug", "drdm"), checkpoint="phantom2d", device="cpu", progress=False)
-    whole = FS.run_fewshot(recs, "ci", work_dir=tmp_path / "whole", **kw)
-    assert whole["n_cells"] == 6 and not whole["skipped"]
 
-    # killed while the third cell's file is being written: two cells, no partial third file
-    import pathlib
-    real_write = pathlib.Path.write_text
-    calls = []
+def _flags(cells):
+    res = FR.summarise(cells, {})
+    return {c: why for block in res["results"].values() for m in block.values() for c, why in m["flags"].items()}, res
+
+
+def test_flags_fire_on_a_run_that_moves_or_ends_far_below_its_peers_and_not_otherwise():
+    assert FR.FLAG_MOVING == 0.02 and FR.FLAG_BELOW == 0.10
+    flat = [.5, .6, .7, .7, .7]
+    # quiet: a change of 1.5 points over the last fifth, a final 8 points below the peers
+    quiet = [_hand_cell("d0", flat), _hand_cell("d1", [.5, .6, .7, .685, .7]), _hand_cell("d2", [.5, .6, .62, .62, .62])]
+    flags, _ = _flags(quiet)
+    assert flags == {}
+    # still rising by 4 points over the last fifth (its final is only 6 points below its peers)
+    flags, res = _flags([_hand_cell("d0", flat), _hand_cell("d1", flat), _hand_cell("d2", [.3, .4, .5, .6, .64])])
+    assert list(flags) == ["d2_none_s0"] and len(flags["d2_none_s0"]) == 1 and "+4.0" in flags["d2_none_s0"][0]
+    assert "moved" in flags["d2_none_s0"][0] and "last fifth" in flags["d2_none_s0"][0]
+    row = next(line for line in res["markdown"].splitlines() if "| d2_none_s0 |" in line)
+    assert "moved +4.0 points" in row
+    # falling counts as moving
+    flags, _ = _flags([_hand_cell("d0", flat), _hand_cell("d1", flat), _hand_cell("d2", [.5, .6, .7, .7, .67])])
+    assert list(flags) == ["d2_none_s0"] and "-3.0" in flags["d2_none_s0"][0]
+    # flat, but 15 points below its peers' median
+    flags, _ = _flags([_hand_cell("d0", flat), _hand_cell("d1", flat), _hand_cell("d2", [.5, .55, .55, .55, .55])])
+    assert list(flags) == ["d2_none_s0"] and "below its peers' median 70.0" in flags["d2_none_s0"][0]
+    # peers are runs of the same method and set size: a lone BigAug run far below the others is no one's peer
+    flags, _ = _flags(quiet + [_hand_cell("d0", [.1, .2, .3, .3, .3], method="bigaug"),
+                               _hand_cell("large", [.5, .9, .9, .9, .9])])
+    assert flags == {}
+
+
+# ---------------------------------------------------------------- a whole ci run
+
+def _budget_by_hand(histories, minimum, multiple, tolerance=0.01):
+    """The rule stated in the protocol: mean curve, running mean over 3 checks, first check within
+    ``tolerance`` of the maximum, rounded up to ``multiple``, at least ``minimum``."""
+    steps = histories[0]["step"]
+    mean = [sum(h["val"][i] for h in histories) / len(histories) for i in range(len(steps))]
+    smooth = [sum(mean[max(0, i - 2):i + 1]) / len(mean[max(0, i - 2):i + 1]) for i in range(len(mean))]
+    first = next(s for s, v in zip(steps, smooth) if v >= max(smooth) - tolerance)
+    return max(minimum, math.ceil(first / multiple) * multiple)
+
+
+def test_a_ci_run_trains_every_cell_to_the_pilot_budget_and_tests_its_final_weights(ci_run):
+    res, cell_dir, prot = ci_run["result"], ci_run["cell_dir"], CI
+    split, budget = res["split"], res["budget"]
+    assert not res["skipped"] and res["n_cells"] == len(FS.plan(prot, split)) == 7
+    # the budget is the pilot rule applied to the recorded pilot curves (multiple: a sixth of the pilot)
+    assert set(budget) == {"small", "large"}
+    for size in ("small", "large"):
+        pilots = res["pilot"][size]
+        assert sorted(p["method"] for p in pilots) == sorted(prot.pilot_methods)
+        assert all(p["seed"] == prot.pilot_seed and p["history"]["steps_run"] == prot.pilot_steps for p in pilots)
+        assert budget[size] == _budget_by_hand([p["history"] for p in pilots], prot.min_budget,
+                                               prot.pilot_steps // 6)
+    # the pilots saw the validation subjects only: no test score in their records
+    assert all("test" not in json.loads(p.read_text()) for p in cell_dir.glob("pilot_*.json"))
+    slices = _slices(ci_run["records"], prot)
+    test = [s for s in slices if s.subject in split["test"]]
+    val = [s for s in slices if s.subject in split["val"]]
+    cells = _cells(cell_dir)
+    assert len(cells) == 7
+    for path in cells:
+        rec = json.loads(path.read_text())
+        size = "large" if rec["set"] == "large" else "small"
+        h = rec["history"]
+        # trained exactly to the budget, no early stop; the curve ends at the last step
+        assert rec["steps"] == h["steps_run"] == h["step"][-1] == budget[size], path.stem
+        checks = list(range(prot.eval_every, budget[size] + 1, prot.eval_every))
+        assert h["step"] == checks + ([budget[size]] if checks[-1] != budget[size] else [])
+        # on its labelled set only: 2 slices a subject, plus n_aug copies of each with augmentation
+        assert rec["subjects"] == split["sets"][rec["set"]]
+        assert not set(rec["subjects"]) & set(split["test"] + split["val"])
+        n = 2 * len(rec["subjects"])
+        assert rec["n_train_images"] == n * (1 if rec["method"] == "none" else 1 + prot.n_aug)
+        # the saved weights are the tested ones, and they are the final ones: they give the recorded test
+        # scores and the last validation score (not the best, where the two differ)
+        mine = _scores_by_hand(path.with_suffix(".pt"), prot, test, split["test"])
+        assert sorted(rec["test"]) == sorted(split["test"])
+        for subj, row in mine.items():
+            for name, d in row.items():
+                assert rec["test"][subj][name]["dice"] == pytest.approx(d, abs=1e-12), (path.stem, subj, name)
+        on_val = _scores_by_hand(path.with_suffix(".pt"), prot, val, split["val"])
+        assert h["val"][-1] == pytest.approx(np.mean([np.mean(list(r.values())) for r in on_val.values()]),
+                                             abs=1e-12)
+    # the table's per-subject numbers are the replicates' means of those scores
+    for size, block in res["results"].items():
+        for m, r in block.items():
+            runs = [json.loads((cell_dir / f"{c}.json").read_text()) for c in r["replicates"]]
+            for subj in split["test"]:
+                want = np.mean([run["test"][subj]["LV"]["dice"] for run in runs])
+                assert r["per_subject"][subj]["LV"]["dice"] == pytest.approx(want)
+    d = res["dice_difference"]["small"]["bigaug_vs_none"]["average"]
+    assert d["n"] == len(split["test"]) and d["replicates"] == 2 and d["clusters"] == 2   # draws d0, d1
+    assert d["ci"][0] <= d["mean"] <= d["ci"][1]
+    assert res["cache"]["bytes"] > 0 and res["settings"] == "drdm" and "Verdict" in res["markdown"]
+
+
+def test_a_run_killed_and_resumed_in_steps_gives_the_table_of_one_uninterrupted_run(ci_run, tmp_path, monkeypatch):
+    records, whole = ci_run["records"], ci_run["result"]
+    work = tmp_path / "resumed"
+    cell_dir = work / "cells" / whole["run_key"]
+    empty = FS.run_fewshot(records, "ci", work_dir=work, stop_after=0, **RUN)           # report only
+    assert empty["n_cells"] == 0 and not list(cell_dir.glob("*.json"))
+
+    # killed while the second record is written: the first stays whole, no half file is left
+    real_write, calls = Path.write_text, []
 
     def dying_write(self, text, *a, **k):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) == 2:
             real_write(self, text[: len(text) // 2], *a, **k)
             raise KeyboardInterrupt
         return real_write(self, text, *a, **k)
 
-    monkeypatch.setattr(pathlib.Path, "write_text", dying_write)
+    monkeypatch.setattr(Path, "write_text", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        FS.run_fewshot(recs, "ci", work_dir=tmp_path / "resumed", **kw)
-    monkeypatch.setattr(pathlib.Path, "write_text", real_write)
-    cell_dir = next((tmp_path / "resumed" / "cells").iterdir())
-    assert sorted(p.name for p in cell_dir.iterdir()) == sorted(p.name for p in cell_dir.glob("*.json"))
-    assert len(list(cell_dir.glob("*.json"))) == 2
-    assert all(json.loads(p.read_text()) for p in cell_dir.glob("*.json"))
-    # a drdm cell of another checkpoint in the same folder is not this run's
-    stale = next(cell_dir.glob("*_drdm_*.json"), None) or next(cell_dir.glob("*.json"))
-    FS.run_fewshot(recs, "ci", work_dir=tmp_path / "resumed", stop_after=1, **kw)
-    assert len(list(cell_dir.glob("*.json"))) == 3
-    (cell_dir / "n2_drdm_s0_0123456789ab.json").write_text(stale.read_text())
-    resumed = FS.run_fewshot(recs, "ci", work_dir=tmp_path / "resumed", **kw)
-    assert resumed["n_cells"] == 6
-    assert _strip_times(resumed) == _strip_times(whole)
-    assert resumed["markdown"].split("Convergence")[0] == whole["markdown"].split("Convergence")[0]
+        FS.run_fewshot(records, "ci", work_dir=work, **RUN)
+    monkeypatch.undo()
+    assert [p.name for p in cell_dir.glob("*.json")] == ["pilot_small_none.json"]
+    assert not [p for p in work.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
+    json.loads((cell_dir / "pilot_small_none.json").read_text())
 
-    # the recorded numbers hold what the issue asks for
-    split = whole["split"]
-    for n, block in whole["results"].items():
-        for m, res in block.items():
-            assert not set(res["labelled_subjects"]) & set(split["test"] + split["val"])
-            assert sorted(res["per_subject"]) == sorted(split["test"])
-            assert res["curves"][0]["step"] and len(res["curves"][0]["val"]) == len(res["curves"][0]["step"])
-    d = whole["dice_difference"]["2"]["drdm_vs_bigaug"]["average"]
-    assert d["n"] == len(split["test"]) and d["ci"][0] <= d["mean"] <= d["ci"][1]
-    assert whole["cache"]["bytes"] > 0 and whole["cache"]["seconds"] > 0 and whole["settings"] == "drdm"
-    assert len(whole["verdict"]) == 4 and "Verdict" in whole["markdown"]
+    # then two records at a time until nothing is left to train
+    rounds = 0
+    while True:
+        before = set(cell_dir.glob("*.json"))
+        resumed = FS.run_fewshot(records, "ci", work_dir=work, stop_after=2, **RUN)
+        new = set(cell_dir.glob("*.json")) - before
+        assert len(new) <= 2
+        rounds += 1
+        if not new:
+            break
+    assert rounds == 6                              # 4 pilots + 7 cells, one done before: 5 rounds and a last
+    assert sorted(p.name for p in cell_dir.iterdir()) == sorted(p.name for p in ci_run["cell_dir"].iterdir())
+    assert resumed["n_cells"] == whole["n_cells"] and resumed["budget"] == whole["budget"]
+    assert resumed["split"] == whole["split"]
+    for size, block in whole["results"].items():
+        assert list(resumed["results"][size]) == list(block)
+        for m, r in block.items():
+            assert resumed["results"][size][m]["per_subject"] == r["per_subject"], (size, m)
+            assert resumed["results"][size][m]["per_replicate"] == r["per_replicate"], (size, m)
+            assert resumed["results"][size][m]["curves"] == r["curves"], (size, m)
+    assert resumed["dice_difference"] == whole["dice_difference"]
+    assert _without_minutes(resumed["markdown"]) == _without_minutes(whole["markdown"])
+
+
+def test_an_external_test_set_is_scored_from_the_saved_weights_without_training(ci_run, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(ci_run["work"], work)
+    stamps = _stamps(work)
+    cell_dir = work / "cells" / ci_run["result"]["run_key"]
+    external = _records(3, seed=100)
+    res = FS.run_fewshot(ci_run["records"], "ci", work_dir=work, test_records=external, **RUN)
+    assert _stamps(work) == stamps                  # nothing trained, made or rewritten
+    assert res["n_cells"] == 7
+    for size, block in ci_run["result"]["results"].items():
+        for m, r in block.items():
+            assert res["results"][size][m]["per_subject"] == r["per_subject"]     # the own test set as before
+    ext = res["external"]
+    assert set(ext["results"]) == {"small", "large"}
+    subjects = sorted({r.subject for r in external})
+    slices = _slices(external)
+    for size, block in ext["results"].items():
+        for m, r in block.items():
+            assert sorted(r["per_subject"]) == subjects
+            for cell in r["replicates"]:
+                mine = _scores_by_hand(cell_dir / f"{cell}.pt", CI, slices, subjects)
+                want = np.mean([np.mean(list(row.values())) for row in mine.values()])
+                assert r["per_replicate"][cell] == pytest.approx(want, abs=1e-12), cell
+            if len(r["replicates"]) == 1:
+                mine = _scores_by_hand(cell_dir / f"{r['replicates'][0]}.pt", CI, slices, subjects)
+                for subj in subjects:
+                    for name, _ in FS.STRUCTURES:
+                        assert r["per_subject"][subj][name]["dice"] == pytest.approx(mine[subj][name], abs=1e-12)
+    assert "bigaug_vs_none" in ext["dice_difference"]["small"]
+    assert "External test set" in res["markdown"]
+    # score_external itself: every cell, no pilot
+    scores = FS.score_external(cell_dir, external, CI)
+    assert sorted(scores) == sorted(p.stem for p in _cells(cell_dir))
+    with pytest.raises(ValueError, match="no labelled slice"):
+        FS.score_external(cell_dir, [], CI)
 
 
 def test_drdm_is_skipped_with_a_reason_when_there_is_no_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setenv("DRDM_SHARED", "none")
-    res = FS.run_fewshot(_records(4), dataclasses.replace(FS.PROTOCOLS["ci"], labelled=(1,)),
-                         work_dir=tmp_path, methods=("none", "drdm"), device="cpu", progress=False)
-    assert "drdm" in res["skipped"] and "shared" in res["skipped"]["drdm"]
-    assert list(res["results"]["1"]) == ["none"]
-    assert "not compared" in res["verdict"][0] and "shared" in res["verdict"][0]
+    prot = dataclasses.replace(CI, budget={"small": 8, "large": 8})
+    res = FS.run_fewshot(_records(6), prot, work_dir=tmp_path, methods=("none", "drdm", "drdm_low"), device="cpu",
+                         progress=False)
+    assert set(res["skipped"]) == {"drdm", "drdm_low"}
+    assert all("DRDM_SHARED" in why for why in res["skipped"].values())
+    assert list(res["results"]["small"]) == ["none"] and list(res["results"]["large"]) == ["none"]
+    assert not (tmp_path / "aug" / "drdm").exists()
+    dec = [d for d in res["decisions"] if d["a"] == "drdm" and d["b"] == "none"]
+    assert dec and all(d["decision"] == "not compared" and "DRDM_SHARED" in d["why"] for d in dec)
+    assert all("not compared" in v for v in res["verdict"])
+    assert "Skipped drdm:" in res["markdown"]
+    with pytest.raises(ValueError, match="methods must be taken from"):
+        FS.run_fewshot(_records(6), prot, work_dir=tmp_path, methods=("none", "mrbs"))
 
 
 def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsys):
     from drdm.cli import main
-    from tests.test_tasks import _write_pairs
-    _write_pairs(tmp_path / "data", n_subjects=5)
-    argv = ["fewshot", "--data", str(tmp_path / "data"), "--protocol", "ci", "--methods", "none,elastic",
-            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--labelled", "1"]
+    from tests.cli.test_experiment import _write_pairs
+    _write_pairs(tmp_path / "data", n_subjects=6)
+    argv = ["fewshot", "--data", str(tmp_path / "data"), "--protocol", "ci", "--methods", "none,bigaug",
+            "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--device", "cpu"]
     assert main(argv) == 0
-    doc = json.loads((tmp_path / "out" / "ci" / "segmentation_folder.json").read_text())
-    assert doc["numbers"]["n_cells"] == 2 and doc["numbers"]["protocol"]["labelled"] == [1]
-    cells = sorted((tmp_path / "work" / "cells").rglob("*.json"))
-    stamps = [p.stat().st_mtime_ns for p in cells]
+    out = tmp_path / "out" / "ci" / "segmentation_folder.json"
+    doc = json.loads(out.read_text())["numbers"]
+    # small: d0, d1 x none, bigaug; large: none
+    assert doc["n_cells"] == 5 and set(doc["budget"]) == {"small", "large"}
+    assert set(doc["results"]["small"]) == {"none", "bigaug"} and set(doc["results"]["large"]) == {"none"}
+    assert (tmp_path / "out" / "ci" / "segmentation_folder.md").read_text().strip()
+    work = tmp_path / "work"
+    stamps = _stamps(work)
+    assert len([k for k in stamps if k.startswith("cells/") and k.endswith(".pt")]) == 5 + 4    # cells, pilots
     assert main(argv) == 0                         # resumed: nothing left to train
-    assert [p.stat().st_mtime_ns for p in cells] == stamps
+    assert main(argv + ["--report-only"]) == 0
+    assert _stamps(work) == stamps
+    assert json.loads(out.read_text())["numbers"]["n_cells"] == 5
+    capsys.readouterr()
     assert main(["fewshot", "--data", "phantom"]) == 2
     assert "real labelled data" in capsys.readouterr().err
+    assert main(argv[:-2] + ["--methods", "none,mrbs"]) == 2
+    assert "choose from" in capsys.readouterr().err

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Record", "DataError", "ACDC_CONVENTION", "MNMS_CONVENTION", "LUNG_CONVENTION",
+__all__ = ["CARDIAC_STRUCTURES", "Record", "DataError", "ACDC_CONVENTION", "MNMS_CONVENTION", "LUNG_CONVENTION",
            "data_error", "first_line", "check_image", "check_label", "check_pair", "label_dtype"]
 
 ACDC_CONVENTION = "ACDC: 0 background, 1 RV, 2 myocardium, 3 LV"
@@ -19,6 +19,10 @@ LUNG_CONVENTION = "lung mask: 0 background, 1 lung (any non-zero mask value)"
 
 
 # ---------------------------------------------------------------- records and errors
+
+#: the cardiac structures the tables score, in Table 2's column order: (name, ACDC label value)
+CARDIAC_STRUCTURES = (("LV", 3), ("RV", 1), ("Myo", 2))
+
 
 class DataError(ValueError):
     """A data file that cannot be used. The message is one line: ``"<file>: <reason>"``."""

@@ -38,17 +38,15 @@ import numpy as np
 import torch
 
 from ..data.crops import Slice, prepare_slices
+from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 from ..runner import pick_device
 from ._common import log, num_threads
 from .augcache import AugCache, copy_seed, make_copies, method_params
+from .fewshot_report import FEWSHOT_METHODS as METHODS
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "METHODS", "STRUCTURES", "run_fewshot", "score_external", "split_slices",
            "release_levels", "pilot_budget", "subject_scores", "plan"]
 
-#: cell methods; ``drdm_low`` is DRDM at the book's earlier dose (the dose ablation)
-METHODS = ("none", "bigaug", "elastic", "drdm", "drdm_low")
-#: Table 2's column order: (name, label value)
-STRUCTURES = (("LV", 3), ("RV", 1), ("Myo", 2))
 #: the release's augmentation script: 32 copies from T' = 48 by its parity rule, up to 80
 RELEASE_START, RELEASE_COPIES = 48, 32
 
@@ -58,7 +56,7 @@ def release_levels(n: int) -> tuple[int, ...]:
 
     The script's copy ``i`` (of 32) recovers from ``T'_i = 48 + 2 * ((i + 1) // 2)`` (48, 50, 50,
     52, ..., 80). Fewer copies take the schedule's points at the middle of ``n`` equal parts of
-    ``i`` (for 8: 50, 54, ..., 78), which keeps its mean of 64.
+    ``i`` (for 8: 50, 54, ..., 78); their mean stays within 1 of the schedule's 64 (64 for 8).
 
     >>> release_levels(8)
     (50, 54, 58, 62, 66, 70, 74, 78)
@@ -423,6 +421,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
                                                        *split["sets"].items())},
             "groups": {s.subject: s.group for s in slices}, "skipped": skipped, "device": str(dev),
             "drdm_checkpoint_sha256": sha, "budget": budget,
+            "planned": [f"{n}_{m}_s{sd}" for n, m, sd in plan(prot, split) if m in methods and m not in skipped],
             "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history", "wall_s")} for p in ps]
                       for size, ps in pilots.items()},
             "levels": {m: list(prot.levels(m)) for m in METHODS if m.startswith("drdm")},

@@ -14,11 +14,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..stats import crossed_bootstrap, decide, summary
-from .fewshot import METHODS, STRUCTURES
+from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 
-__all__ = ["summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
+__all__ = ["FEWSHOT_METHODS", "summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
            "plateau_change", "FLAG_MOVING", "FLAG_BELOW"]
 
+#: cell methods; ``drdm_low`` is DRDM at the book's earlier dose (the dose ablation)
+FEWSHOT_METHODS = ("none", "bigaug", "elastic", "drdm", "drdm_low")
 METHOD_LABELS = {"none": "none", "bigaug": "BigAug", "elastic": "Elastic", "drdm": "DRDM (release dose)",
                  "drdm_low": "DRDM (T' 20/30)"}
 #: Table 2's average Dice (%) on ACDC: {labelled subjects: {method: Dice}}
@@ -111,7 +113,7 @@ def _block(cells: list[dict], key: str = "test") -> tuple[dict, dict]:
     results, diffs = {}, {}
     for size in [s for s in ("small", "large") if s in groups]:
         block = {}
-        for m in [m for m in METHODS if m in groups[size]]:
+        for m in [m for m in FEWSHOT_METHODS if m in groups[size]]:
             runs = sorted(groups[size][m], key=lambda c: (c["set"], c["seed"]))
             table = _subject_means(runs, key)
             block[m] = {
@@ -156,6 +158,9 @@ def summarise(cells: list[dict], info: dict, external: dict | None = None) -> di
               "n_cells": len(cells),
               "wall_time_s": round(sum(c["wall_s"] for c in cells) + info.get("cache", {}).get("seconds", 0.0)
                                    + sum(p["wall_s"] for ps in info.get("pilot", {}).values() for p in ps), 1)}
+    done = {_cell(c) for c in cells}
+    result["missing"] = [c for c in info.get("planned", []) if c not in done]
+    result["complete"] = not result["missing"]
     result["decisions"] = decisions(result)
     result["verdict"] = verdict_lines(result)
     if external:
@@ -194,6 +199,10 @@ def decisions(result: dict) -> list[dict]:
 def verdict_lines(result: dict) -> list[str]:
     """One sentence per decision, in words, with the interval and the detectable difference."""
     lines = []
+    if not result.get("complete", True):
+        n_done = len(result.get("planned", [])) - len(result["missing"])
+        lines.append(f"**Partial record**: {n_done} of {len(result.get('planned', []))} planned cells are finished; "
+                     "the lines below apply the rule to them and are not the experiment's verdict.")
     for dec in result["decisions"]:
         label = (f"{dec['labelled']} labelled subjects, {METHOD_LABELS[dec['a']]} minus {METHOD_LABELS[dec['b']]}")
         d = dec["diff"]

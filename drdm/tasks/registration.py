@@ -192,10 +192,14 @@ def pretrain(model: VoxelMorph, moving, fixed, ddf, *, steps: int, batch: int, l
 
 
 def finetune_unsupervised(model: VoxelMorph, images: torch.Tensor, subjects: Sequence[str], *, steps: int, batch: int,
-             lr: float, smooth_weight: float = 0.01, seed: int = 0) -> VoxelMorph:
-    """Unsupervised VoxelMorph training on random inter-subject pairs of ``images``:
-    ``mean|warp(moving, phi_hat) - fixed|^2 + smooth_weight * mean|grad phi_hat|^2``."""
-    pairs = [(i, j) for i, j in itertools.permutations(range(images.shape[0]), 2) if subjects[i] != subjects[j]]
+             lr: float, smooth_weight: float = 0.01, seed: int = 0, pairs=None) -> VoxelMorph:
+    """Unsupervised VoxelMorph training on random pairs of ``images``:
+    ``mean|warp(moving, phi_hat) - fixed|^2 + smooth_weight * mean|grad phi_hat|^2``.
+
+    ``pairs``: ``(moving index, fixed index)`` to draw from (e.g. one subject's ED and ES frames);
+    default every inter-subject pair."""
+    if pairs is None:
+        pairs = [(i, j) for i, j in itertools.permutations(range(images.shape[0]), 2) if subjects[i] != subjects[j]]
     if not pairs:
         raise ValueError("fine-tuning needs images of at least two subjects")
     pairs = torch.tensor(pairs)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .. import metrics
+from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 from ..phantoms import phantom_records
 from ..seeds import sample_seed
 from ..stats import compare_sentence, finite, fmt, fmt_p, paired_difference, summary, wilcoxon
@@ -44,8 +45,6 @@ __all__ = ["UNet", "SegProfile", "PROFILES", "METHODS", "STRUCTURES", "bce_loss"
 
 METHODS = ("none", "bigaug", "elastic", "drdm")
 METHOD_NAMES = {"none": "N/A", "bigaug": "BigAug", "elastic": "Elastic", "drdm": "DRDM"}
-#: Table 2's column order: (name, label value)
-STRUCTURES = (("LV", 3), ("RV", 1), ("Myo", 2))
 
 
 # ---------------------------------------------------------------- profiles

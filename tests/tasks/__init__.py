@@ -1,0 +1,1 @@
+"""Tests of drdm.tasks, one file per module (tests/tasks/test_<module>.py)."""

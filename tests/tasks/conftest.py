@@ -1,0 +1,39 @@
+"""Fixtures of the drdm.tasks tests: untrained DRDM checkpoints and the ci-profile runs."""
+import time
+
+import pytest
+import torch
+
+from drdm.tasks import registration as R, segmentation as S
+
+
+@pytest.fixture(scope="module")
+def drdm_ckpt(tmp_path_factory):
+    """Untrained 2-D and 3-D DRDM checkpoints: enough to exercise the drdm code paths."""
+    from drdm.network import DRDMNet
+    from drdm.training import TrainConfig, save_checkpoint
+    out = {}
+    for ndim, size in ((2, 32), (3, 24)):
+        cfg = TrainConfig(ndim=ndim, image_size=size, device="cpu")
+        torch.manual_seed(0)
+        out[ndim] = save_checkpoint(tmp_path_factory.mktemp("ck") / f"drdm_{ndim}d.pth", DRDMNet(cfg.network()), cfg)
+    return out
+
+
+def _timed_ci_run(run, tmp_path_factory):
+    """``(result, wall seconds, results dir)`` of a ci-profile runner on one thread."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("results")
+    t0 = time.perf_counter()
+    res = run("ci", out_dir=out)
+    return res, time.perf_counter() - t0, out
+
+
+@pytest.fixture(scope="module")
+def seg_ci(tmp_path_factory):
+    return _timed_ci_run(S.run_segmentation, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reg_ci(tmp_path_factory):
+    return _timed_ci_run(R.run_registration, tmp_path_factory)

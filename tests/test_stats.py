@@ -1,0 +1,93 @@
+"""drdm.stats: the two-way (subjects x labelled draws) bootstrap of the few-shot record and the stated
+decision rule, checked against data whose true difference is known."""
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from drdm.stats import MDD_FACTOR, crossed_bootstrap, decide
+
+#: the simulated few-shot design: test subjects x (labelled draws x training seeds)
+N_SUBJECTS, N_DRAWS, SEEDS = 12, 6, 2
+CLUSTERS = np.repeat(np.arange(N_DRAWS), SEEDS)          # column j's labelled draw
+DELTA = 2.0
+
+
+def _simulate(rng, *, sd_subject=1.0, sd_draw=1.0, sd_noise=0.5, delta=DELTA):
+    """d[subject, replicate] = delta + subject effect + draw effect (shared by the draw's seeds) + noise."""
+    return (delta + sd_subject * rng.normal(size=(N_SUBJECTS, 1))
+            + sd_draw * rng.normal(size=N_DRAWS)[CLUSTERS][None]
+            + sd_noise * rng.normal(size=(N_SUBJECTS, N_DRAWS * SEEDS)))
+
+
+def test_the_two_way_bootstrap_covers_a_known_difference_and_a_subjects_only_bootstrap_does_not():
+    rng = np.random.default_rng(2024)
+    n_sim, crossed, subjects_only = 200, 0, 0
+    for k in range(n_sim):
+        d = _simulate(rng)
+        two_way = crossed_bootstrap(d, CLUSTERS, n_resamples=500, seed=k)
+        # ignoring the draws: per-subject means resampled over subjects only (the draw effect is
+        # common to every subject, so this interval cannot see it)
+        naive = crossed_bootstrap(d.mean(axis=1), n_resamples=500, seed=k)
+        crossed += two_way["ci"][0] <= DELTA <= two_way["ci"][1]
+        subjects_only += naive["ci"][0] <= DELTA <= naive["ci"][1]
+    crossed, subjects_only = crossed / n_sim, subjects_only / n_sim
+    # nominal 0.95; a percentile bootstrap over 6 clusters runs a little short of it
+    assert crossed >= 0.85, crossed
+    assert subjects_only <= crossed - 0.08, (subjects_only, crossed)
+
+
+def test_the_interval_widens_with_the_draw_to_draw_variance_and_counts_its_units():
+    widths = []
+    for sd_draw in (0.0, 1.0, 3.0):
+        d = _simulate(np.random.default_rng(7), sd_draw=sd_draw)     # the same subjects and noise each time
+        res = crossed_bootstrap(d, CLUSTERS, n_resamples=1000, seed=0)
+        assert res["n"] == N_SUBJECTS and res["replicates"] == N_DRAWS * SEEDS and res["clusters"] == N_DRAWS
+        assert res["ci"][0] <= res["mean"] <= res["ci"][1]
+        assert res["mean"] == pytest.approx(d.mean())
+        widths.append(res["ci"][1] - res["ci"][0])
+    assert widths[0] < widths[1] < widths[2]
+    assert widths[2] > 2 * widths[0]
+
+
+def test_se_matches_the_analytic_standard_error_and_mdd_is_its_multiple():
+    # one replicate, independent subjects: the bootstrap SE of a mean is sd / sqrt(n)
+    d = np.random.default_rng(0).normal(1.0, 2.0, size=400)
+    res = crossed_bootstrap(d, n_resamples=2000, seed=1)
+    assert res["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(d.size), rel=0.1)
+    assert res["mdd"] == pytest.approx(MDD_FACTOR * res["se"])
+    # the factor is z_{0.975} + z_{0.80} (two-sided 5 % test at 80 % power)
+    assert MDD_FACTOR == pytest.approx(norm.ppf(0.975) + norm.ppf(0.80), abs=1e-5)
+    # the percentile interval of a near-normal mean is about mean +- 1.96 se
+    lo, hi = res["ci"]
+    assert (hi - lo) == pytest.approx(2 * norm.ppf(0.975) * res["se"], rel=0.1)
+
+
+def test_missing_cells_and_too_few_subjects():
+    d = np.array([[1.0, np.nan, 3.0], [2.0, np.nan, 4.0], [np.nan, np.nan, np.nan]])
+    res = crossed_bootstrap(d, ["a", "b", "c"], n_resamples=200)
+    # the empty column and the empty row are dropped; the mean is over the present cells
+    assert res["n"] == 2 and res["replicates"] == 2 and res["clusters"] == 2
+    assert res["mean"] == pytest.approx(2.5)
+    assert crossed_bootstrap(np.ones((1, 4))) is None
+    assert crossed_bootstrap(np.full((3, 2), np.nan)) is None
+    # the same seed gives the same interval
+    assert crossed_bootstrap(d, n_resamples=200, seed=3) == crossed_bootstrap(d, n_resamples=200, seed=3)
+
+
+@pytest.mark.parametrize("ci, paper, expected", [
+    ([0.1, 5.0], 8.5, "reproduced"),          # above 0 (even though below the paper: still reproduced)
+    ([2.0, 12.0], 8.5, "reproduced"),
+    ([0.0, 5.0], 8.5, "contradicted"),        # touches 0: not above it; lies below the paper's 8.5
+    ([-3.0, -1.0], 8.5, "contradicted"),
+    ([-1.0, 3.0], 8.5, "contradicted"),       # holds 0 but excludes the paper's difference
+    ([-1.0, 8.5], 8.5, "inconclusive"),       # reaches the paper's difference: not below it
+    ([-1.0, 10.0], 8.5, "inconclusive"),
+    ([-1.0, 3.0], -2.0, "inconclusive"),      # the paper reported a loss: the interval holds 0 and lies above it
+    ([-5.0, -3.0], -2.0, "contradicted"),
+])
+def test_decide_follows_the_stated_rule_at_its_boundaries(ci, paper, expected):
+    assert decide({"ci": ci, "mean": sum(ci) / 2}, paper) == expected
+
+
+def test_decide_without_an_interval():
+    assert decide(None, 8.5) == "not compared"
