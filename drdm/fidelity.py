@@ -196,7 +196,7 @@ def divergence(net, image: torch.Tensor, level: int, seed: int = 0, eps: float =
     fp = process_for(net, image)
     phi0 = fp.sample(torch.tensor([level]), torch.Generator(image.device).manual_seed(seed),
                      device=image.device).phi
-    g = torch.Generator(image.device).manual_seed(seed + 1)
+    g = torch.Generator(image.device).manual_seed(sample_seed(seed, "chaos-direction"))
     direction = torch.randn(phi0.shape, generator=g, device=image.device)
     direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
     channels_last, _ = predictor(net, image, "channels_last")

@@ -20,8 +20,8 @@ import numpy as np
 __all__ = ["sample_seed", "PURPOSES"]
 
 #: the purposes in use; a new stream names itself here, so two tasks never share one by accident
-PURPOSES = ("field", "copies", "unet-init", "unet-batches", "split", "pairs", "registration-init",
-            "registration-batches", "synthetic-pairs", "segmentation")
+PURPOSES = ("field", "copies", "unet-init", "unet-batches", "registration-init", "registration-batches",
+            "synthetic-pairs", "training-rank", "chaos-direction")
 
 
 def _code(key) -> int:

@@ -9,7 +9,7 @@ step, the generator state, the configs), written atomically and read with
 ``torch.load(weights_only=True)``; resuming continues the same random stream,
 so N + N steps equal 2N uninterrupted steps bit for bit on CPU.
 Multi-GPU / multi-node: launch with ``torchrun``; each rank draws its own
-batch (seed + rank) and DistributedDataParallel averages gradients.
+batch (its own seed stream, :mod:`drdm.seeds`) and DistributedDataParallel averages gradients.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .seeds import sample_seed
 from .runner import pick_device
 from .checkpoint import FORMAT, CheckpointError, load_checkpoint
 from .files import atomic_write
@@ -197,7 +198,9 @@ class Trainer:
         # training draws from self.gen
         self.model = DRDMNet(config.network(), generator=torch.Generator().manual_seed(config.seed)).to(self.device)
         self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=config.lr)
-        self.gen = torch.Generator(self.device).manual_seed(config.seed + 1_000_003 * self.rank)
+        # rank 0 draws from the run seed itself; every other rank from its own stream
+        self.gen = torch.Generator(self.device).manual_seed(
+            config.seed if self.rank == 0 else sample_seed(config.seed, "training-rank", self.rank))
         self.step = 0
         self.amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
@@ -226,7 +229,7 @@ class Trainer:
         if self.rank == 0:
             self.gen.set_state(ck["generator"])
         else:   # other ranks' streams are not stored: continue on a fresh, distinct stream
-            self.gen.manual_seed(self.cfg.seed + 1_000_003 * self.rank + self.step)
+            self.gen.manual_seed(sample_seed(self.cfg.seed, "training-rank", self.rank, self.step))
 
     def train_step(self) -> dict:
         cfg, g = self.cfg, self.gen
