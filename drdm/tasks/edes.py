@@ -58,54 +58,40 @@ class EDESProtocol:
     """Sizes of the ED<->ES registration experiment (``cpu``: the recorded run; ``ci``: seconds).
 
     Attributes:
-        roi, size, percentiles: the crop around the heart (pixels of the stored grid), the grid it is
-            resized to, and the intensity clipping.
         n_test, n_val, split_seed: subjects per group (:func:`drdm.data.stratified_split`).
         lambdas, max_fold: smoothness weights tried on the validation subjects and the folding bound
             (per mille) a choice must meet.
-        steps, pretrain_steps, batch, lr: VoxelMorph training (real pairs) and Eq. 20 pretraining.
-        grad_weight: Eq. 20's lambda_5.
-        n_synth: synthetic pairs per training frame; synth_seed: their run seed (one set per method,
-            shared by the training seeds).
-        mrbs_levels, mrbs_magnitudes: MRBS control-point spacings (fractions of the side) and
-            amplitudes (fractions of each spacing).
-        drdm_pairs: Algorithm 4's ``(T'_aug, T'_syn)``, cycled over the copies.
-        seeds: training seeds. enc, dec, extra: VoxelMorph widths. threads: torch threads.
+        training: the VoxelMorph, its optimisation and the synthesis
+            (:class:`~drdm.tasks.registration.RegProfile`: ``finetune_steps`` on real pairs,
+            ``pretrain_steps`` of Eq. 20, ``batch``, ``lr``, ``grad_weight``; ``n_synth`` synthetic pairs
+            per training frame, MRBS ``mrbs_levels`` (fractions of the side) and ``mrbs_magnitudes``
+            (fractions of each spacing), Algorithm 4's ``drdm_pairs`` ``(T'_aug, T'_syn)`` cycled over
+            the copies; ``enc``, ``dec``, ``extra`` widths).
+        synth_seed: the synthetic pairs' run seed (one set per method, shared by the training seeds).
+        seeds: training seeds. threads: torch threads.
+        roi, size, percentiles: the crop around the heart (pixels of the stored grid), the grid it is
+            resized to, and the intensity clipping.
     """
-    roi: int = 112
-    size: int = 96
-    percentiles: tuple = (1.0, 99.0)
     n_test: int = 4
     n_val: int = 1
     split_seed: int = 0
     lambdas: tuple = (0.01, 0.1, 1.0)
     max_fold: float = 10.0
-    steps: int = 1500
-    pretrain_steps: int = 1500
-    batch: int = 8
-    lr: float = 1e-3
-    grad_weight: float = 1.0
-    n_synth: int = 1
+    training: RegProfile = RegProfile(size=96, n_synth=1, drdm_pairs=((30, 30), (50, 50)), pretrain_steps=1500,
+                                      finetune_steps=1500, threads=None)
     synth_seed: int = 0
-    mrbs_levels: tuple = (1 / 2, 1 / 4, 1 / 8)
-    mrbs_magnitudes: tuple = (0.25, 0.15, 0.05)
-    drdm_pairs: tuple = ((30, 30), (50, 50))
     seeds: tuple = (0, 1, 2)
-    enc: tuple = (16, 32, 32, 32)
-    dec: tuple = (32, 32, 32, 32)
-    extra: tuple = (16, 16)
     threads: int | None = None
-
-    def synthesis(self) -> RegProfile:
-        """The :class:`~drdm.tasks.registration.RegProfile` carrying this protocol's synthesis settings."""
-        return RegProfile(size=self.size, mrbs_levels=self.mrbs_levels, mrbs_magnitudes=self.mrbs_magnitudes,
-                          drdm_pairs=self.drdm_pairs)
+    roi: int = 112
+    size: int = 96
+    percentiles: tuple = (1.0, 99.0)
 
 
 EDES_PROTOCOLS = {
     "cpu": EDESProtocol(),
-    "ci": EDESProtocol(roi=40, size=32, n_test=1, n_val=1, lambdas=(0.01, 1.0), steps=20, pretrain_steps=20,
-                       batch=4, drdm_pairs=((4, 4),), seeds=(0,), enc=(8, 16), dec=(16, 16), extra=(8,), threads=1),
+    "ci": EDESProtocol(roi=40, size=32, n_test=1, n_val=1, lambdas=(0.01, 1.0), seeds=(0,), threads=1,
+                       training=RegProfile(size=32, n_synth=1, drdm_pairs=((4, 4),), pretrain_steps=20, finetune_steps=20,
+                                           batch=4, enc=(8, 16), dec=(16, 16), extra=(8,))),
 }
 
 
@@ -236,7 +222,7 @@ def subject_means(scores: list[dict], subjects: Sequence[str]) -> dict[str, dict
 # ---------------------------------------------------------------- the run
 
 def _model(prot: EDESProtocol, seed: int, device) -> VoxelMorph:
-    return VoxelMorph(2, 1, prot.enc, prot.dec, prot.extra,
+    return VoxelMorph(2, 1, prot.training.enc, prot.training.dec, prot.training.extra,
                       generator=torch.Generator().manual_seed(sample_seed(seed, "registration-init"))).to(device)
 
 
@@ -300,8 +286,8 @@ def run_edes(records, protocol: str | EDESProtocol = "cpu", *, work_dir="runs/ed
 
         def real_training(model, lam, seed):
             idx = list(range(train[0].shape[0]))
-            return finetune_unsupervised(model, torch.cat([train[0], train[1]]), train[4] * 2, steps=prot.steps,
-                                         batch=prot.batch, lr=prot.lr, smooth_weight=lam, seed=seed,
+            return finetune_unsupervised(model, torch.cat([train[0], train[1]]), train[4] * 2, steps=prot.training.finetune_steps,
+                                         batch=prot.training.batch, lr=prot.training.lr, smooth_weight=lam, seed=seed,
                                          pairs=[(i, i + len(idx)) for i in idx])
 
         def scored(model, data):
@@ -339,14 +325,14 @@ def run_edes(records, protocol: str | EDESProtocol = "cpu", *, work_dir="runs/ed
                             if synth not in synth_sets:
                                 synth_sets[synth] = synthetic_pairs(
                                     synth, train[0],                 # every training frame once (ED, then ES)
-                                    prot.n_synth, sample_seed(prot.synth_seed, "synthetic-pairs", synth),
-                                    prot.synthesis(), net=net, device=dev)
+                                    prot.training.n_synth, sample_seed(prot.synth_seed, "synthetic-pairs", synth),
+                                    prot.training, net=net, device=dev)
                             m, f, d = synth_sets[synth]
                             mags = cells / f"synthetic_{synth}.json"
                             if not mags.is_file():
                                 atomic_write(mags, lambda tmp: Path(tmp).write_text(json.dumps(magnitude(d))))
-                            pretrain(model, m, f, d, steps=prot.pretrain_steps, batch=prot.batch, lr=prot.lr,
-                                     grad_weight=prot.grad_weight, seed=seed)
+                            pretrain(model, m, f, d, steps=prot.training.pretrain_steps, batch=prot.training.batch,
+                                     lr=prot.training.lr, grad_weight=prot.training.grad_weight, seed=seed)
                             atomic_write(pre, lambda tmp: torch.save(model.state_dict(), tmp))
                         model.load_state_dict(torch.load(pre, weights_only=True, map_location=dev))
                     if ft:
