@@ -40,7 +40,7 @@ def test_installed_package_finds_recorded_results(installed, tmp_path):
     site, env = installed
     code = ("import drdm; from drdm.book import load_recorded; "
             "print(drdm.__file__); print(drdm.results_dir()); "
-            "print(load_recorded('table1_acdc') is not None, load_recorded('registration_mnms') is not None)")
+            "print(load_recorded('table1_acdc') is not None, load_recorded('registration_thorax3d') is not None)")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -239,12 +239,13 @@ def _key(prot: EDESProtocol, pairs: Sequence[CardiacPair], checkpoint_sha256) ->
 
 def run_edes(records, protocol: str | EDESProtocol = "cpu", *, work_dir="runs/edes", checkpoint=None,
              rows: Sequence[tuple[str, bool]] = ROWS, device: str = "auto", stop_after: int | None = None,
-             command: str | None = None) -> dict:
+             command: str | None = None, figure=None) -> dict:
     """Run (or resume) the ED<->ES experiment; returns the record (:func:`summarise`).
 
     ``checkpoint``: the DRDM weights for the ``drdm`` rows (default the release's 2-D weights from
     ``../shared``; absent: those rows are skipped with the reason). ``stop_after``: stop after this
-    many newly trained units (``0``: report only).
+    many newly trained units (``0``: report only). ``figure``: a PNG path for one test pair, moving /
+    fixed / warped by each fine-tuned row's seed-0 model with label contours and the field's grid.
     """
     from ..data import stratified_split
     from ..faults import guard
@@ -346,6 +347,8 @@ def run_edes(records, protocol: str | EDESProtocol = "cpu", *, work_dir="runs/ed
             if runs:
                 results[row_key(synth, ft)] = runs
         magnitudes = {p.stem.split("_", 1)[1]: json.loads(p.read_text()) for p in sorted(cells.glob("synthetic_*.json"))}
+        if figure is not None:
+            example_figure(figure, test, cells, prot, dev)
     info = {"command": command, "protocol": dataclasses.asdict(prot), "split": {k: split[k] for k in ("test", "val", "pool")},
             "n_pairs": {k: len(v) for k, v in part.items()}, "skipped": skipped, "device": str(dev),
             "drdm_checkpoint_sha256": sha, "lambda": lam,
@@ -380,6 +383,44 @@ def magnitude(ddf: torch.Tensor) -> dict:
     return {"mean": float(mags.mean()), "p95": float(torch.quantile(mags[::7], 0.95)), "n": int(ddf.shape[0])}
 
 
+def example_figure(path, test, cells: Path, prot: EDESProtocol, device="cpu") -> bool:
+    """One test pair (ED->ES, the middle one): moving, fixed, and the moving image warped by each
+    fine-tuned row's seed-0 model, labels outlined, the predicted field's grid drawn; ``False`` when
+    no such model is finished."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ..files import atomic_write
+    from ..viz import plot_grid, show_image
+    models = [(name, cells / f"{name.replace('/', '_')}_s{prot.seeds[0]}.pt")
+              for name in ("none/real", "mrbs/real", "drdm/real")]
+    models = [(n, w) for n, w in models if w.is_file()]
+    if not models:
+        return False
+    i = (len(test[4]) // 2) // 2                          # ED->ES pairs come first
+    mv, fx, mvl, fxl = (t[i:i + 1] for t in test[:4])
+    fig, axes = plt.subplots(1, 2 + len(models), figsize=(3 * (2 + len(models)), 3.2))
+
+    def panel(ax, img, lab, title, ddf=None):
+        show_image(ax, img, title)
+        ax.contour(lab[0, 0].numpy(), levels=[0.5, 1.5, 2.5], colors=["C0", "C1", "C2"], linewidths=0.7)
+        if ddf is not None:
+            plot_grid(ax, ddf, step=6, color="y", lw=0.4)
+
+    panel(axes[0], mv, mvl, f"moving (ED), {test[4][i]}")
+    panel(axes[1], fx, fxl, "fixed (ES)")
+    for ax, (name, w) in zip(axes[2:], models):
+        model = _model(prot, prot.seeds[0], device)
+        model.load_state_dict(torch.load(w, weights_only=True, map_location=device))
+        ddf = register(model, mv, fx)
+        warped = spatial.warp(mv, ddf)
+        panel(ax, warped, spatial.warp(mvl.float(), ddf, mode="label"), name, ddf)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    plt.close(fig)
+    return True
+
+
 def main(argv=None) -> int:
     """``python -m drdm.tasks.edes``: the recorded ED<->ES run (``make edes``), resumable."""
     import argparse
@@ -408,8 +449,10 @@ def main(argv=None) -> int:
     command = "python -m drdm.tasks.edes " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
                                                       if a != "--report-only")
     try:
+        figure = Path(args.out) / args.protocol / "registration_acdc_example.png"
         result = run_edes(load_acdc_h5(data), args.protocol, work_dir=args.work, checkpoint=args.checkpoint,
-                          device=args.device, stop_after=0 if args.report_only else None, command=command.strip())
+                          device=args.device, stop_after=0 if args.report_only else None, command=command.strip(),
+                          figure=figure)
     except RunStopped as e:
         print(f"drdm: {e}", file=sys.stderr)
         return EXIT_STOPPED

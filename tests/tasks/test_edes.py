@@ -144,3 +144,10 @@ def test_drdm_rows_are_skipped_with_a_reason_without_weights(tmp_path, ci_protoc
                    rows=(("none", False), ("drdm", False)))
     assert "drdm" in res["skipped"] and "drdm/synthetic" not in res["rows"]
     assert "Skipped drdm" in res["markdown"]
+
+
+def test_the_example_figure_is_written_from_the_finished_models(tmp_path, ci_protocol):
+    png = tmp_path / "example.png"
+    run_edes(_records(8), ci_protocol, work_dir=tmp_path / "w", checkpoint="phantom2d", device="cpu",
+             rows=(("none", False), ("none", True)), figure=png)
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
