@@ -44,9 +44,8 @@ __all__ = ["BigAug", "elastic", "elastic_field", "mrbs_field", "bspline_upsample
 def _gen(generator: torch.Generator | None) -> torch.Generator:
     if generator is not None:
         return generator
-    import os
     g = torch.Generator()
-    g.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)   # leaves the global RNG alone
+    g.seed()                            # a non-deterministic seed; the global RNG is left alone
     return g
 
 

@@ -247,3 +247,37 @@ def test_chapters_import_only_public_modules_and_tasks_never_import_ipython():
                     [node.module or ""] if isinstance(node, ast.ImportFrom) else []
                 ipython += [f"{name}: {m}" for m in mods if m.split(".")[0] == "IPython"]
     assert not ipython, ipython
+
+
+def _seed_arithmetic(tree: ast.AST) -> list[int]:
+    """Lines where a generator is seeded (``manual_seed``, ``default_rng``, ``SeedSequence``) with an
+    argument that computes a seed by arithmetic instead of asking :func:`drdm.seeds.sample_seed`."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, (ast.Attribute, ast.Name)):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id
+            if name in ("manual_seed", "default_rng", "SeedSequence", "seed"):
+                for arg in node.args:
+                    if _computes(arg):
+                        out.append(node.lineno)
+    return out
+
+
+def _computes(node: ast.AST) -> bool:
+    """Arithmetic in ``node`` outside a ``sample_seed(...)`` call (whose keys may be computed)."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "sample_seed":
+        return False
+    return isinstance(node, ast.BinOp) or any(_computes(c) for c in ast.iter_child_nodes(node))
+
+
+def test_no_seed_arithmetic_outside_the_seed_module():
+    """Every seeded stream comes from ``drdm.seeds.sample_seed`` (issue 22): no ``seed + 7919``-style
+    formulas. (The phantoms' subject numbers, ``phantom{seed + k}``, name subjects; they seed nothing
+    by arithmetic inside a generator call and are not caught here.)"""
+    found = {name: lines for name, path in MODULES.items() if name != "drdm.seeds"
+             for lines in [_seed_arithmetic(ast.parse(path.read_text()))] if lines}
+    assert not found, f"seed arithmetic outside drdm.seeds: {found}"
+    assert _seed_arithmetic(ast.parse("g.manual_seed(seed + 1)")) == [1]
+    assert _seed_arithmetic(ast.parse("g.manual_seed(sample_seed(seed, 'copies', k))")) == []
+    assert _seed_arithmetic(ast.parse("g.manual_seed(sample_seed(seed, 'field', level, i + j))")) == []
+    assert _seed_arithmetic(ast.parse("np.random.default_rng(seed * 3)")) == [1]

@@ -349,7 +349,11 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
         by_subject = {}
         for s in slices:
             by_subject.setdefault(s.subject, []).append(s)
-        pick = lambda subjects: [s for subj in subjects for s in by_subject[subj]]   # noqa: E731
+
+        def pick(subjects):
+            """The slices of ``subjects``, subject by subject."""
+            return [s for subj in subjects for s in by_subject[subj]]
+
         val, test = _stack(pick(split["val"])), _stack(pick(split["test"]))
         skipped, net, sha = {}, None, None
         if any(m.startswith("drdm") for m in methods):
