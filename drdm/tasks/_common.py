@@ -89,12 +89,13 @@ def fit_size(records, size: int):
 
 
 def split_subjects(records, test_fraction: float, seed: int) -> tuple[list, list]:
-    """Subject-level train/test split (:func:`drdm.data.subject_split`); asserts no subject is in both."""
+    """Subject-level train/test split (:func:`drdm.data.subject_split`); ``ValueError`` if a subject is in both."""
     from ..data import subject_split
     parts = subject_split(records, (1.0 - test_fraction, 0.0, test_fraction), seed=seed)
     train, test = parts["train"], parts["test"]
     leak = {r.subject for r in train} & {r.subject for r in test}
-    assert not leak, f"subjects in both train and test: {sorted(leak)}"
+    if leak:
+        raise ValueError(f"subjects in both train and test: {sorted(leak)}")
     if not train or not test:
         raise ValueError(f"need at least one training and one test subject; got {len(train)} and "
                          f"{len(test)} records from {len({r.subject for r in records})} subjects")

@@ -44,6 +44,6 @@ def test_split_subjects_refuses_a_leaking_split(monkeypatch):
                 "test": [r for r in records if r.phase == "ES"]}
 
     monkeypatch.setattr(drdm.data, "subject_split", by_record)
-    with pytest.raises(AssertionError, match="subjects in both train and test") as err:
+    with pytest.raises(ValueError, match="subjects in both train and test") as err:
         _common.split_subjects(recs, 0.5, seed=3)
     assert "['phantom0000', 'phantom0001', 'phantom0002']" in str(err.value)
