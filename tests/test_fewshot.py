@@ -395,14 +395,16 @@ def test_flags_fire_on_a_run_that_moves_or_ends_far_below_its_peers_and_not_othe
 
 # ---------------------------------------------------------------- a whole ci run
 
-def _budget_by_hand(histories, minimum, multiple, tolerance=0.01):
+def _budget_by_hand(histories, minimum, multiple, tolerance=0.01, margin=2, cap=None):
     """The rule stated in the protocol: mean curve, running mean over 3 checks, first check within
-    ``tolerance`` of the maximum, rounded up to ``multiple``, at least ``minimum``."""
+    ``tolerance`` of the maximum, times ``margin``, rounded up to ``multiple``, at least ``minimum``,
+    at most ``cap`` (the pilot's length)."""
     steps = histories[0]["step"]
     mean = [sum(h["val"][i] for h in histories) / len(histories) for i in range(len(steps))]
     smooth = [sum(mean[max(0, i - 2):i + 1]) / len(mean[max(0, i - 2):i + 1]) for i in range(len(mean))]
     first = next(s for s, v in zip(steps, smooth) if v >= max(smooth) - tolerance)
-    return max(minimum, math.ceil(first / multiple) * multiple)
+    budget = max(minimum, math.ceil(first * margin / multiple) * multiple)
+    return budget if cap is None else min(budget, cap)
 
 
 def test_a_ci_run_trains_every_cell_to_the_pilot_budget_and_tests_its_final_weights(ci_run):
@@ -416,7 +418,7 @@ def test_a_ci_run_trains_every_cell_to_the_pilot_budget_and_tests_its_final_weig
         assert sorted(p["method"] for p in pilots) == sorted(prot.pilot_methods)
         assert all(p["seed"] == prot.pilot_seed and p["history"]["steps_run"] == prot.pilot_steps for p in pilots)
         assert budget[size] == _budget_by_hand([p["history"] for p in pilots], prot.min_budget,
-                                               prot.pilot_steps // 6)
+                                               prot.pilot_steps // 6, margin=FS.BUDGET_MARGIN, cap=prot.pilot_steps)
     # the pilots saw the validation subjects only: no test score in their records
     assert all("test" not in json.loads(p.read_text()) for p in cell_dir.glob("pilot_*.json"))
     slices = _slices(ci_run["records"], prot)
@@ -588,3 +590,23 @@ def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsy
     assert "real labelled data" in capsys.readouterr().err
     assert main(argv[:-2] + ["--methods", "none,mrbs"]) == 2
     assert "choose from" in capsys.readouterr().err
+
+
+def test_a_cell_trained_to_another_budget_is_set_aside_and_retrained(tmp_path):
+    """A finished cell whose step count is not the current budget (e.g. from before a budget revision)
+    is moved to ``superseded/``, listed in the record, and trained again to the budget."""
+    recs = _records()
+    first = FS.run_fewshot(recs, "ci", work_dir=tmp_path, checkpoint="phantom2d", progress=False,
+                           methods=("none",))
+    cell_dir = next((tmp_path / "cells").iterdir())
+    path = cell_dir / "d0_none_s0.json"
+    rec = json.loads(path.read_text())
+    rec["steps"] = first["budget"]["small"] // 2                 # as if trained to an older, shorter budget
+    path.write_text(json.dumps(rec))
+    again = FS.run_fewshot(recs, "ci", work_dir=tmp_path, checkpoint="phantom2d", progress=False,
+                           methods=("none",))
+    assert again["superseded"] == ["d0_none_s0.json"]
+    assert json.loads((cell_dir / "superseded" / "d0_none_s0.json").read_text())["steps"] == rec["steps"]
+    assert (cell_dir / "superseded" / "d0_none_s0.pt").is_file()
+    assert json.loads(path.read_text())["steps"] == again["budget"]["small"]
+    assert again["markdown"] == first["markdown"]                # retrained the same way, the same table

@@ -45,7 +45,7 @@ from .augcache import AugCache, copy_seed, make_copies, method_params
 from .fewshot_report import FEWSHOT_METHODS as METHODS
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "METHODS", "STRUCTURES", "run_fewshot", "score_external", "split_slices",
-           "release_levels", "pilot_budget", "subject_scores", "plan"]
+           "release_levels", "pilot_budget", "BUDGET_MARGIN", "subject_scores", "plan"]
 
 #: the release's augmentation script: 32 copies from T' = 48 by its parity rule, up to 80
 RELEASE_START, RELEASE_COPIES = 48, 32
@@ -275,21 +275,36 @@ def _size(set_name: str) -> str:
     return "large" if set_name == "large" else "small"
 
 
-def pilot_budget(curves: list[dict], *, tolerance: float = 0.01, multiple: int = 500, minimum: int = 500) -> int:
+#: the budget is this many times the step at which the pilot levelled off (a revision made after the
+#: first cell, before any comparison: see :func:`pilot_budget`)
+BUDGET_MARGIN = 2.0
+
+
+def pilot_budget(curves: list[dict], *, tolerance: float = 0.01, multiple: int = 500, minimum: int = 500,
+                 margin: float = 1.0, cap: int | None = None) -> int:
     """The step budget from pilot learning curves (``{"step": [...], "val": [...]}``, same steps).
 
-    The curves are averaged and smoothed by a running mean over 3 checks; the budget is the first
-    checked step at which the smoothed curve is within ``tolerance`` (Dice fraction) of its maximum,
-    rounded up to a multiple of ``multiple`` and at least ``minimum``.
+    The curves are averaged and smoothed by a running mean over 3 checks; the first checked step at
+    which the smoothed curve is within ``tolerance`` (Dice fraction) of its maximum, times ``margin``,
+    rounded up to a multiple of ``multiple``, at least ``minimum`` and at most ``cap``.
 
-    >>> pilot_budget([{"step": [100, 200, 300, 400, 500, 600], "val": [.2, .5, .7, .8, .8, .8]}], multiple=100)
-    500
+    The recorded run uses ``margin=2`` (:data:`BUDGET_MARGIN`) and ``cap`` = the pilot's length: with
+    ``margin=1`` the rule gave 1,500 steps at 5 subjects, and the first cell trained to it (no
+    augmentation, draw 0, seed 0) was still rising by 6 points over its last fifth with 7 times the
+    pilot's training loss; the budget was doubled before any method was compared.
+
+    >>> curve = {"step": [100, 200, 300, 400, 500, 600, 700], "val": [.2, .5, .7, .8, .8, .8, .8]}
+    >>> pilot_budget([curve], multiple=100, minimum=100)       # smoothed: .2 .35 .47 .67 .77 .8 .8
+    600
+    >>> pilot_budget([curve], multiple=100, margin=2, cap=700)
+    700
     """
     steps = np.asarray(curves[0]["step"])
     val = np.mean([np.asarray(c["val"], float) for c in curves], axis=0)
     smooth = np.array([val[max(0, i - 2):i + 1].mean() for i in range(len(val))])
-    first = int(steps[np.flatnonzero(smooth >= smooth.max() - tolerance)[0]])
-    return int(max(minimum, -(-first // multiple) * multiple))
+    first = int(steps[np.flatnonzero(smooth >= smooth.max() - tolerance)[0]]) * margin
+    budget = int(max(minimum, -(-first // multiple) * multiple))
+    return budget if cap is None else min(budget, int(cap))
 
 
 def _train(prot: FewShotProtocol, train_pool, val, test, *, seed: int, steps: int, device, progress=False):
@@ -396,12 +411,15 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
                     pilots[size].append(json.loads(path.read_text()))
             if len(pilots[size]) == len(prot.pilot_methods):
                 budget[size] = pilot_budget([p["history"] for p in pilots[size]], minimum=prot.min_budget,
-                                            multiple=max(1, min(500, prot.pilot_steps // 6)))
-        cells = []
+                                            multiple=max(1, min(500, prot.pilot_steps // 6)), margin=BUDGET_MARGIN,
+                                            cap=prot.pilot_steps)
+        cells, superseded = [], [p.name for p in sorted((cell_dir / "superseded").glob("*.json"))]
         for set_name, m, seed in plan(prot, split):
             if m not in methods or m in skipped or _size(set_name) not in budget:
                 continue
             path = cell_dir / f"{set_name}_{m}_s{seed}.json"
+            if path.is_file() and json.loads(path.read_text())["steps"] != budget[_size(set_name)]:
+                superseded.append(_supersede(path))                 # trained to another budget: set aside
             if not path.is_file() and room():
                 items = pick(split["sets"][set_name])
                 with guard(f"few-shot cell {path.stem}"):      # full disk / no memory: one line, resumable
@@ -425,6 +443,8 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
                                                        *split["sets"].items())},
             "groups": {s.subject: s.group for s in slices}, "skipped": skipped, "device": str(dev),
             "drdm_checkpoint_sha256": sha, "budget": budget,
+            "budget_rule": {"tolerance": 0.01, "margin": BUDGET_MARGIN, "cap": prot.pilot_steps},
+            "superseded": superseded,
             "planned": [f"{n}_{m}_s{sd}" for n, m, sd in plan(prot, split) if m in methods and m not in skipped],
             "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history", "wall_s")} for p in ps]
                       for size, ps in pilots.items()},
@@ -434,6 +454,16 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
                       "copies": {m: v[0] for m, v in made.items()}},
             "session_wall_s": round(time.perf_counter() - t_start, 1)}
     return summarise(cells, info, external=external)
+
+
+def _supersede(path: Path) -> str:
+    """Move a cell (record and weights) trained to another budget into ``superseded/``; its name."""
+    dest = path.parent / "superseded"
+    dest.mkdir(exist_ok=True)
+    for p in (path.with_suffix(".pt"), path):
+        if p.is_file():
+            p.replace(dest / p.name)
+    return path.name
 
 
 def _train_pool(cache, method, items, prot, net, sha, device, progress):
