@@ -33,18 +33,19 @@ def load_recorded(name: str, profile: str = "cpu", results_dir=None) -> dict | N
         return None
     doc = json.loads(path.read_text())
     rec, prov = doc["numbers"], doc.get("provenance", {})
-    split = rec.get("split", {})
-    if "protocol" in rec:                 # the few-shot record: labelled subsets of a pool, validation, test
-        config = rec["protocol"]
-        subjects = (f"{' or '.join(map(str, config['labelled']))} labelled of {len(split['order'])}, "
-                    f"{len(split['val'])} validation and {len(split['test'])} test subjects")
-    else:
-        config = rec["config"]
-        subjects = (f"{len(split.get('train_subjects', []))} training and {len(split.get('test_subjects', []))} "
+    split = rec["split"] if isinstance(rec.get("split"), dict) else {}
+    config = rec["config"] if isinstance(rec.get("config"), dict) else {}
+    if "train_subjects" in split:         # the Table 2 / Table 3 experiment runners
+        subjects = (f"{len(split['train_subjects'])} training and {len(split.get('test_subjects', []))} "
                     "test subjects")
+    elif "test" in split:                 # the stratified ACDC split (few-shot, ED<->ES)
+        subjects = (f"{len(split.get('pool', []))} training, {len(split.get('val', []))} validation and "
+                    f"{len(split['test'])} test subjects")
+    else:
+        subjects = f"{len(rec.get('subjects', []))} subjects" if rec.get("subjects") else "subjects not recorded"
     ckpt = rec.get("drdm_checkpoint") or (rec.get("drdm_checkpoint_sha256") or "")[:12] or None
     caption = (f"*Profile `{doc['profile']}`, data `{doc.get('data')}` "
-               f"({subjects}), seeds {config.get('seeds')}, DRDM checkpoint "
+               f"({subjects}), seeds {config.get('seeds', rec.get('seeds'))}, DRDM checkpoint "
                f"`{ckpt}`, {prov.get('wall_time_s', 0) / 60:.0f} min on {prov.get('device')}, "
                f"commit {prov.get('commit')}.*")
     return {"numbers": rec, "caption": caption}

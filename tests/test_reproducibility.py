@@ -17,15 +17,30 @@ def _run(results: Path, executed: Path) -> dict:
     return {p.name: json.loads(p.read_text()) for p in sorted((results / "ci").glob("*.json"))}
 
 
+def _same(x, y, rel: float) -> bool:
+    """Equal structure and text, floats equal within ``rel`` (relative)."""
+    if isinstance(x, dict) and isinstance(y, dict):
+        return x.keys() == y.keys() and all(_same(x[k], y[k], rel) for k in x)
+    if isinstance(x, list) and isinstance(y, list):
+        return len(x) == len(y) and all(_same(u, v, rel) for u, v in zip(x, y))
+    if isinstance(x, float) and isinstance(y, float):
+        return x == y or abs(x - y) <= rel * max(abs(x), abs(y))
+    return x == y
+
+
 def test_two_ci_runs_give_identical_numbers(tmp_path):
+    """Everything but provenance matches; floats to 1e-4 relative. The chapter 2 training (30 steps, 2
+    threads) once ended 2e-5 apart in its loss over three runs on one machine (111.2072 vs 111.2092):
+    a CPU kernel's thread-order rounding, not a seed; every text, count and label must still match."""
     a = _run(tmp_path / "a", tmp_path / "exec_a")
     b = _run(tmp_path / "b", tmp_path / "exec_b")
     assert set(a) == set(b) and len(a) >= 5, sorted(a)
     for name in a:
-        # everything but provenance (commit, device, wall time, timings) must match exactly
-        assert {k: v for k, v in a[name].items() if k != "provenance"} == \
-               {k: v for k, v in b[name].items() if k != "provenance"}, name
+        # everything but provenance (commit, device, wall time, timings)
+        assert _same({k: v for k, v in a[name].items() if k != "provenance"},
+                     {k: v for k, v in b[name].items() if k != "provenance"}, 1e-4), name
         assert "wall_time_s" in a[name]["provenance"]
+    assert not _same({"x": 1.0}, {"x": 1.001}, 1e-4) and _same({"x": [1.0, "a"]}, {"x": [1.00001, "a"]}, 1e-4)
 
 
 def test_relative_output_folders_follow_drdm_output_root(tmp_path, monkeypatch):
