@@ -42,7 +42,7 @@ from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 from ..runner import pick_device
 from ._common import log, num_threads
 from .augcache import AugCache, copy_seed, make_copies, method_params
-from .fewshot_report import FEWSHOT_METHODS as METHODS
+from .fewshot_report import FEWSHOT_METHODS as METHODS, set_size
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "METHODS", "STRUCTURES", "run_fewshot", "score_external", "split_slices",
            "release_levels", "pilot_budget", "BUDGET_MARGIN", "subject_scores", "plan"]
@@ -271,10 +271,6 @@ def plan(prot: FewShotProtocol, split: dict) -> list[tuple[str, str, int]]:
     return out
 
 
-def _size(set_name: str) -> str:
-    return "large" if set_name == "large" else "small"
-
-
 #: the budget is this many times the step at which the pilot levelled off (a revision made after the
 #: first cell, before any comparison: see :func:`pilot_budget`)
 BUDGET_MARGIN = 2.0
@@ -415,23 +411,25 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
                                             cap=prot.pilot_steps)
         cells, superseded = [], [p.name for p in sorted((cell_dir / "superseded").glob("*.json"))]
         for set_name, m, seed in plan(prot, split):
-            if m not in methods or m in skipped or _size(set_name) not in budget:
+            if m not in methods or m in skipped or set_size(set_name) not in budget:
                 continue
             path = cell_dir / f"{set_name}_{m}_s{seed}.json"
-            if path.is_file() and json.loads(path.read_text())["steps"] != budget[_size(set_name)]:
+            rec = json.loads(path.read_text()) if path.is_file() else None
+            if rec is not None and rec["steps"] != budget[set_size(set_name)]:
                 superseded.append(_supersede(path))                 # trained to another budget: set aside
-            if not path.is_file() and room():
+                rec = None
+            if rec is None and room():
                 items = pick(split["sets"][set_name])
                 with guard(f"few-shot cell {path.stem}"):      # full disk / no memory: one line, resumable
                     x, y = _train_pool(cache, m, items, prot, net, sha, dev, progress)
-                    model, rec = _train(prot, (x, y), val, test, seed=seed, steps=budget[_size(set_name)],
+                    model, rec = _train(prot, (x, y), val, test, seed=seed, steps=budget[set_size(set_name)],
                                         device=dev, progress=progress)
                     rec.update(set=set_name, method=m, subjects=split["sets"][set_name], n_labelled_slices=len(items))
                     write(path, rec, model)
                 log.info("fewshot %s: final val Dice %.3f, test Dice %.3f (%.0f s)", path.stem,
                          rec["history"]["val"][-1], mean_dice(rec["test"]), rec["wall_s"])
-            if path.is_file():
-                cells.append(json.loads(path.read_text()))
+            if rec is not None:
+                cells.append(rec)
         external = None if test_records is None else score_external(cell_dir, test_records, prot, device=dev)
         made = {}
         for m in methods:

@@ -16,7 +16,7 @@ import numpy as np
 from ..stats import crossed_bootstrap, decide, summary
 from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 
-__all__ = ["FEWSHOT_METHODS", "summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
+__all__ = ["FEWSHOT_METHODS", "set_size", "summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
            "plateau_change", "FLAG_MOVING", "FLAG_BELOW"]
 
 #: cell methods; ``drdm_low`` is DRDM at the book's earlier dose (the dose ablation)
@@ -45,7 +45,8 @@ def plateau_change(history: dict) -> float | None:
     return float(val[-1] - val[early[-1]])
 
 
-def _size(set_name: str) -> str:
+def set_size(set_name: str) -> str:
+    """The size class of a labelled set: ``"large"`` for the large set, ``"small"`` for a draw."""
     return "large" if set_name == "large" else "small"
 
 
@@ -109,7 +110,7 @@ def _block(cells: list[dict], key: str = "test") -> tuple[dict, dict]:
     """``(results, differences)`` per set size from cells carrying ``key`` scores."""
     groups: dict[str, dict[str, list[dict]]] = {}
     for c in cells:
-        groups.setdefault(_size(c["set"]), {}).setdefault(c["method"], []).append(c)
+        groups.setdefault(set_size(c["set"]), {}).setdefault(c["method"], []).append(c)
     results, diffs = {}, {}
     for size in [s for s in ("small", "large") if s in groups]:
         block = {}
