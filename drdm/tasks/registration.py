@@ -133,7 +133,7 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
     target of Eq. 20 in the pull-back convention. DRDM pairs go through each image's
     :class:`drdm.grid.InputGrid` to the network's training grid and back
     (:func:`drdm.sampling.registration_pairs`, as ``drdm synth``); copy ``k`` of image ``i``
-    uses the level pair ``k mod len(drdm_pairs)`` and the seed ``sample_seed(seed, "field", T'_aug, T'_syn, i, k)`` (``drdm synth``'s convention).
+    uses the level pair ``(i * n + k) mod len(drdm_pairs)`` (cycled over the copies and the images) and the seed ``sample_seed(seed, "field", T'_aug, T'_syn, i, k)`` (``drdm synth``'s convention).
     """
     g = torch.Generator().manual_seed(seed)
     mv, fx, dd = [], [], []
@@ -153,8 +153,9 @@ def synthetic_pairs(method: str, images: torch.Tensor, n: int, seed: int, prof: 
             grid = InputGrid.of(net, img.shape[2:])
             x = network_input(net, grid, img[0, 0].cpu().numpy(), device)
             src = img.to(device)
+            L = len(prof.drdm_pairs)
             for j, pair in enumerate(prof.drdm_pairs):           # copies of one level pair as one batch
-                idx = range(j, n, len(prof.drdm_pairs))
+                idx = [k for k in range(n) if (i * n + k) % L == j]
                 if not idx:
                     continue
                 r = registration_pairs(net, grid, None, tuple(pair), [sample_seed(seed, "field", *pair, i, k) for k in idx],
