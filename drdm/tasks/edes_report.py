@@ -1,4 +1,4 @@
-"""The ED<->ES registration record (:mod:`drdm.tasks.edes`): rows over seeds, subject-level intervals,
+"""The ED<->ES registration record (:mod:`drdm.tasks.edes`): per-pair scores and subject means, rows over seeds, subject-level intervals,
 the baseline check, the rule stated in chapter 5 before the numbers, and the Markdown.
 
 Each row's score for a test subject is the mean over its seeds of the subject's pair means; a
@@ -8,10 +8,13 @@ subjects and seeds.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from .. import metrics, spatial
+from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 from ..stats import crossed_bootstrap, summary
 
-__all__ = ["ROWS", "row_key", "summarise", "baseline_check", "decide_synthesis", "edes_verdict", "edes_markdown", "PAPER_DIFF",
+__all__ = ["ROWS", "row_key", "pair_scores", "subject_means", "magnitude", "summarise", "baseline_check", "decide_synthesis", "edes_verdict", "edes_markdown", "PAPER_DIFF",
            "ROW_NAMES", "BASELINE_GAIN", "BASELINE_FOLD"]
 
 #: the table's rows: (synthesis, fine-tuned on real pairs); ("none", False) is no registration
@@ -21,6 +24,47 @@ ROWS = (("none", False), ("none", True), ("mrbs", False), ("mrbs", True), ("drdm
 def row_key(synth: str, ft: bool) -> str:
     """A row's name in the record: ``"<synthesis>/real"`` (fine-tuned) or ``"<synthesis>/synthetic"``."""
     return f"{synth}/{'real' if ft else 'synthetic'}"
+
+
+def pair_scores(ddf: torch.Tensor, mv_lab: torch.Tensor, fx_lab: torch.Tensor) -> list[dict]:
+    """Per pair: ``{structure: {dice, asd, hd95}}``, ``negj`` (per mille; ``None`` for the identity),
+    ``disp`` (mean |u|, pixels). The moving labels are warped by the label-safe warp."""
+    warped = spatial.warp(mv_lab.float(), ddf, mode="label")
+    identity = not bool(ddf.abs().max() > 0)
+    neg = None if identity else (10.0 * metrics.negative_jacobian_pct(ddf)).tolist()
+    disp = ddf.double().norm(dim=1).flatten(1).mean(1).tolist()
+    diag = float(np.hypot(*fx_lab.shape[2:]))
+    out = []
+    for i in range(ddf.shape[0]):
+        rows = metrics.label_metrics(warped[i, 0].numpy(), fx_lab[i, 0].numpy(), [v for _, v in STRUCTURES])
+        rec = {name: {"dice": rows[v]["dice"], "asd": float(min(rows[v]["asd"], diag)),
+                      "hd95": float(min(rows[v]["hd95"], diag))} for name, v in STRUCTURES}
+        rec.update(negj=None if neg is None else neg[i], disp=disp[i])
+        out.append(rec)
+    return out
+
+
+def subject_means(scores: list[dict], subjects: Sequence[str]) -> dict[str, dict]:
+    """Pairs averaged per subject: ``{subject: {"dice", "asd", "hd95" (mean over structures),
+    per structure dice, "negj", "disp"}}``."""
+    out = {}
+    for subj in dict.fromkeys(subjects):
+        rows = [s for s, who in zip(scores, subjects) if who == subj]
+        rec = {k: float(np.mean([np.mean([r[n][k] for n, _ in STRUCTURES]) for r in rows]))
+               for k in ("dice", "asd", "hd95")}
+        rec.update({n: float(np.mean([r[n]["dice"] for r in rows])) for n, _ in STRUCTURES})
+        negs = [r["negj"] for r in rows if r["negj"] is not None]
+        rec["negj"] = float(np.mean(negs)) if negs else None
+        rec["disp"] = float(np.mean([r["disp"] for r in rows]))
+        out[subj] = rec
+    return out
+
+
+def magnitude(ddf: torch.Tensor) -> dict:
+    """Mean and 95th percentile of |u| (pixels) over a set of fields ``(N, 2, H, W)``; the percentile
+    is taken over every 7th value (``torch.quantile`` refuses inputs of more than 2**24 values)."""
+    mags = ddf.double().norm(dim=1).flatten()
+    return {"mean": float(mags.mean()), "p95": float(torch.quantile(mags[::7], 0.95)), "n": int(ddf.shape[0])}
 
 
 def summarise(results: dict[str, list[dict]], info: dict) -> dict:

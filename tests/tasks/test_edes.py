@@ -8,7 +8,8 @@ import torch
 from drdm import spatial
 from drdm.data import Record
 from drdm.phantoms import phantom_records
-from drdm.tasks.edes import EDES_PROTOCOLS, cardiac_pairs, choose_lambda, pair_scores, run_edes
+from drdm.tasks.edes import EDES_PROTOCOLS, cardiac_pairs, choose_lambda, run_edes
+from drdm.tasks.edes_report import pair_scores
 from drdm.tasks.edes_report import baseline_check, decide_synthesis
 from drdm.tasks.registration import finetune_unsupervised, register
 from drdm.tasks.voxelmorph import VoxelMorph
