@@ -122,9 +122,11 @@ def test_checkpoint_from_another_geometry_is_refused(tmp_path):
         Trainer(TrainConfig(steps=1, **{**SMALL, "image_size": 40}), tmp_path, progress=False)
 
 
-def test_3d_training_step_runs():
-    tr = Trainer(TrainConfig(ndim=3, steps=1, **{**SMALL, "image_size": 24, "n_subjects": 2, "batch": 1}),
-                 "unused", progress=False)
+@pytest.mark.parametrize("integration", ["euler", "squaring"])
+def test_3d_training_step_runs(integration):
+    cfg = TrainConfig(ndim=3, steps=1, integration=integration, **{**SMALL, "image_size": 24, "n_subjects": 2, "batch": 1})
+    assert cfg.diffusion().integration == integration            # the option reaches the forward process
+    tr = Trainer(cfg, "unused", progress=False)
     r = tr.train_step()
     assert all(torch.isfinite(torch.tensor(v)) for v in r.values())
 

@@ -12,7 +12,7 @@ def cmd_train(args) -> int:
     if args.config:
         with open(args.config) as f:
             opts.update(json.load(f))
-    for k in ("ndim", "image_size", "reading", "unit_factor", "batch", "lr", "steps", "seed", "device",
+    for k in ("ndim", "image_size", "reading", "unit_factor", "integration", "batch", "lr", "steps", "seed", "device",
               "loss_coding", "checkpoint_every", "n_subjects"):
         v = getattr(args, k)
         if v is not None:
@@ -43,6 +43,8 @@ def add_arguments(p) -> None:
     p.add_argument("--image-size", dest="image_size", type=int)
     p.add_argument("--reading", choices=("official", "paper"))
     p.add_argument("--unit-factor", dest="unit_factor")
+    p.add_argument("--integration", choices=("euler", "squaring"),
+                   help="official reading: the release's Euler loop (default) or squaring (much faster in 3-D)")
     p.add_argument("--batch", type=positive)
     p.add_argument("--lr", type=float)
     p.add_argument("--steps", type=positive)
