@@ -142,7 +142,8 @@ def network_grid(net) -> tuple[int, ...]:
 
 def process_for(net, image, process=None) -> ForwardProcess:
     """The forward process for ``image``: ``process`` if given (checked), else the
-    one the network was trained with (``net.train_config``), else the official reading."""
+    one the network was trained with (``net.train_config``: reading, sigma, unit factor and
+    integration), else the official reading."""
     if process is not None:
         if tuple(process.config.image_size) != tuple(image.shape[2:]):
             raise ValueError(f"the forward process is for images of size {process.config.image_size}, "
@@ -152,7 +153,8 @@ def process_for(net, image, process=None) -> ForwardProcess:
     return ForwardProcess(DiffusionConfig(reading=cfg.get("reading", "official"), ndim=image.dim() - 2,
                                           image_size=tuple(image.shape[2:]),
                                           timesteps=net.config.timesteps,
-                                          sigma=cfg.get("sigma"), unit_factor=cfg.get("unit_factor", "official")))
+                                          sigma=cfg.get("sigma"), unit_factor=cfg.get("unit_factor", "official"),
+                                          integration=cfg.get("integration", "euler")))
 
 
 @torch.no_grad()

@@ -6,7 +6,8 @@ import torch
 
 from . import spatial
 
-__all__ = ["checkerboard", "plot_grid", "plot_jacobian", "plot_magnitude", "show_image"]
+__all__ = ["checkerboard", "plot_grid", "plot_jacobian", "plot_magnitude", "show_image", "centre_sections",
+           "show_sections", "SECTIONS"]
 
 
 def checkerboard(shape, square: int = 8) -> torch.Tensor:
@@ -72,3 +73,26 @@ def plot_magnitude(ax, ddf: torch.Tensor, title: str | None = None):
     if title:
         ax.set_title(title, fontsize=9)
     return im
+
+
+#: names of the three centre sections of a volume ``(D, H, W)`` (axis 0 axial, as the thorax phantoms)
+SECTIONS = ("axial", "coronal", "sagittal")
+
+
+def centre_sections(volume) -> list[np.ndarray]:
+    """The three orthogonal sections through the centre of a volume (``(D, H, W)`` or
+    ``(1, 1, D, H, W)``, tensor or array): ``[volume[D//2], volume[:, H//2], volume[:, :, W//2]]``,
+    named by :data:`SECTIONS` (the paper's Fig. 9 layout)."""
+    v = volume.detach().cpu().numpy() if isinstance(volume, torch.Tensor) else np.asarray(volume)
+    v = v.reshape(v.shape[-3:])
+    D, H, W = v.shape
+    return [v[D // 2], v[:, H // 2], v[:, :, W // 2]]
+
+
+def show_sections(axes, volume, title: str | None = None, **kw):
+    """Show :func:`centre_sections` of ``volume`` on three axes (a row or a column), grey, axes off;
+    ``title`` above the first, the section names on the others."""
+    for j, (ax, sec) in enumerate(zip(axes, centre_sections(volume))):
+        ax.imshow(sec, cmap=kw.get("cmap", "gray"), **{k: v for k, v in kw.items() if k != "cmap"})
+        ax.set_axis_off()
+        ax.set_title(f"{title}, {SECTIONS[j]}" if (title and j == 0) else SECTIONS[j], fontsize=8)

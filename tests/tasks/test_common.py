@@ -17,12 +17,17 @@ def test_checkpoint_resolution_is_one_rule_for_every_door(tmp_path, monkeypatch,
     from drdm.checkpoint import resolve
     assert resolve(drdm_ckpt[2]) == drdm_ckpt[2] and resolve("phantom2d") == pretrained.pretrained_path("phantom2d")
     assert resolve(None, 2) == pretrained.pretrained_path("phantom2d")
-    with pytest.raises(CheckpointError, match="no 3-D DRDM model is shipped"):
-        resolve(None, 3)
+    assert resolve(None, 3) == pretrained.pretrained_path("phantom3d")
+    with pytest.raises(CheckpointError, match="no 4-D DRDM model is shipped"):
+        resolve(None, 4)
     with pytest.raises(CheckpointError, match="no such checkpoint file.*phantom2d"):
         resolve(tmp_path / "missing.pth")
+    net, path, reason = _common.load_drdm(None, 3, "cpu")                     # the shipped 3-D model
+    assert net.config.ndim == 3 and reason is None and path == str(pretrained.pretrained_path("phantom3d"))
+    monkeypatch.setattr(pretrained, "PRETRAINED", {"phantom2d": pretrained.PRETRAINED["phantom2d"]})
+    monkeypatch.setattr("drdm.checkpoint.PRETRAINED", pretrained.PRETRAINED)
     net, path, reason = _common.load_drdm(None, 3, "cpu")
-    assert net is None and "no 3-D DRDM model" in reason                      # skipped, with the reason
+    assert net is None and "no 3-D DRDM model" in reason                      # none shipped: skipped, with the reason
     net, path, reason = _common.load_drdm("phantom2d", 2, "cpu")               # the name the CLI takes, too
     assert net.config.ndim == 2 and reason is None
     net, path, reason = _common.load_drdm(drdm_ckpt[3], 2, "cpu")
