@@ -26,14 +26,13 @@ import copy
 import importlib.util
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import device_name, write  # noqa: E402
+from _common import device_name, rate, write  # noqa: E402
 
 from drdm import shared  # noqa: E402
 from drdm.checkpoint import load_official  # noqa: E402
@@ -49,18 +48,6 @@ class _Pass(torch.nn.Module):
 
     def forward(self, x, t):
         return self.net.unet(x, t)
-
-
-def ms_per_call(fn, min_time: float = 3.0, min_calls: int = 4) -> float:
-    fn()
-    fn()
-    n, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        n += 1
-        dt = time.perf_counter() - t0
-        if dt >= min_time and n >= min_calls:
-            return 1000 * dt / n
 
 
 def main(argv=None) -> int:
@@ -83,7 +70,7 @@ def main(argv=None) -> int:
     def row(name, fn, info=False, note=""):
         with torch.no_grad():
             try:
-                ms = ms_per_call(fn, args.min_time)
+                ms = 1000 / rate(fn, 1, args.min_time, min_calls=4)
                 out = fn()
             except Exception as e:      # an optional runtime that cannot run this graph
                 rows.append({"runtime": name, "ms": None, "info_only": info,

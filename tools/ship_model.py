@@ -62,7 +62,6 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=4, help="held-out phantoms")
     ap.add_argument("--note", default="", help="a sentence stored in the checkpoint")
     args = ap.parse_args(argv)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     path = ship(args.run, args.name, args.note)
     res = repo_root() / "results" / f"{args.name}_model"
     res.mkdir(parents=True, exist_ok=True)
