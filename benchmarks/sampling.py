@@ -21,7 +21,8 @@ network's FLOPs per sample (``torch.utils.flop_counter``) at this machine's floa
 rate on those threads, measured here (a large ``torch.mm``), everything else free; "at equal
 threads" divides it by the release-style loop's rate. Also printed: the peak resident memory each
 path adds (VmHWM, reset before each row), and the copies per minute of the few-shot copy generator
-(``drdm.tasks.augcache.make_copies``, 8 DRDM copies of a 96^2 slice through its InputGrid).
+(``drdm.tasks.augcache.make_copies``, 8 DRDM copies of a 96^2 slice through its InputGrid: at T'=30,
+and at the release's augmentation schedule, one copy per level, the levels run side by side).
 A bfloat16-autocast row is timed for information only (it changes the recovered fields).
 """
 from __future__ import annotations
@@ -95,14 +96,15 @@ def _peak_mib() -> float | None:
     return None
 
 
-def copy_rate(net, threads: int, level: int, min_time: float, device="cpu", n: int = 8) -> float:
-    """Copies per minute of the few-shot generator: ``n`` DRDM copies of a 96^2 slice."""
+def copy_rate(net, threads: int, levels, min_time: float, device="cpu", n: int = 8) -> float:
+    """Copies per minute of the few-shot generator: ``n`` DRDM copies of a 96^2 slice, spread evenly
+    over ``levels`` (one level: a batch of ``n``; the release's schedule: one copy per level)."""
     from drdm.tasks.augcache import make_copies
     torch.set_num_threads(threads)
     img = torch.rand(1, 1, 96, 96, generator=torch.Generator().manual_seed(0))
     lab = torch.randint(0, 4, (1, 1, 96, 96), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        return 60 * rate(lambda: make_copies("drdm", img, lab, n, 0, net=net, levels=(level,), device=device),
+        return 60 * rate(lambda: make_copies("drdm", img, lab, n, 0, net=net, levels=tuple(levels), device=device),
                          n, min_time, min_calls=1)
 
 
@@ -216,18 +218,20 @@ def main(argv=None):
         print("target: " + line)
     copies = {}
     if not args.quick:
+        from drdm.tasks.fewshot import release_levels
         n_copies = 8 if cpu else 32            # the cpu and gpu few-shot protocols' copies per slice
-        for level in (30, 64):
-            copies[level] = copy_rate(net, args.threads, level, mt, dev, n_copies)
-            print(f"few-shot copy generator ({n_copies} DRDM copies of a 96^2 slice, T'={level}, Algorithm 2, "
-                  f"{dev.type}): {copies[level]:.1f} copies/min", flush=True)
+        for key, levels in (("30", (30,)), ("release", release_levels(n_copies))):
+            copies[key] = copy_rate(net, args.threads, levels, mt, dev, n_copies)
+            what = "T'=30" if key == "30" else f"the release's schedule, one copy per T' in {levels[0]}..{levels[-1]}"
+            print(f"few-shot copy generator ({n_copies} DRDM copies of a 96^2 slice, {what}, Algorithm 2, "
+                  f"{dev.type}): {copies[key]:.1f} copies/min", flush=True)
     write("sampling", {"rows": rows, "cases": cases_out, "threads": args.threads, "device": device_name(dev),
                        "quick": args.quick, "size": S, "target": f"min({TARGET}x, {CEILING_SHARE:.0%} of the float32 "
                        "ceiling at equal threads), default path vs release-style loop",
                        "all_met": all(v == "met" for v in verdicts),
                        "network_gflop_per_step": step_flops / 1e9,
                        "matmul_peak_gflop_per_s": {k: v and v / 1e9 for k, v in peak.items()},
-                       "copies_per_min": {str(k): v for k, v in copies.items()}}, device=args.device)
+                       "copies_per_min": copies}, device=args.device)
 
 
 if __name__ == "__main__":

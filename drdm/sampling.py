@@ -30,7 +30,8 @@ distribution, never sample by sample (book chapter 3, ``make fidelity``).
 
 Paths (``path=``, :mod:`drdm.runner`): how the network runs. ``"fast"``, the default on CPU for
 2-D images of side >= 128, is a compiled channels-last copy with one sample per thread;
-``"channels_last"`` and ``"plain"`` stay selectable. All give the same distribution of fields
+``"channels_last"`` and ``"plain"`` stay selectable. :func:`augment` through an input grid with one
+copy per level (the release's augmentation schedule) runs the levels side by side in the same way. All give the same distribution of fields
 (``make fidelity``, run on the fast path), never the same bits, since the loop is chaotic.
 
 Why a sample at a time on CPU: batched convolutions round differently from single ones and the
@@ -389,15 +390,26 @@ def _augment_input(net, image, label, levels, n, grid, seed, mode, batch, settin
         raise TypeError(f"augment with an InputGrid takes settings and recover only, not {sorted(kw)}")
     x = network_input(net, grid, image[0, 0].cpu().numpy(), image.device)
     fp = process_for(net, x)
-    for level in levels:
-        for start in range(0, n, batch):
-            idx = range(start, min(n, start + batch))
-            ddf_net, ddf = deform_input(net, grid, None, level, [sample_seed(seed, "field", int(level), i) for i in idx],
-                                        settings=settings, recover=recover, process=fp, network_image=x)
+    jobs = [(int(level), range(start, min(n, start + batch))) for level in levels for start in range(0, n, batch)]
+    # one sample per job (one copy per level, as in the release's augmentation schedule): on the fast
+    # path the jobs run side by side, one per thread (runner.per_sample), as deform spreads a batch's
+    # samples; each copy then has the bits of a one-thread run, whatever the thread count
+    side = (x.device.type == "cpu" and all(len(idx) == 1 for _, idx in jobs)
+            and path_for(net, x.device, x.shape[2:]) == "fast")
+    width = max(1, torch.get_num_threads()) if side else 1
+
+    def run(job):
+        level, idx = job
+        return deform_input(net, grid, None, level, [sample_seed(seed, "field", level, i) for i in idx],
+                            settings=settings, recover=recover, process=fp, network_image=x)
+
+    for g in range(0, len(jobs), width):
+        group = jobs[g:g + width]
+        for (level, idx), (ddf_net, ddf) in zip(group, per_sample(lambda k: run(group[k]), len(group), spread=side)):
             imgs, labs = apply_field(net, image.expand(len(idx), *image.shape[1:]), ddf, None if label is None else
                                      label.expand(len(idx), *label.shape[1:]), mode=mode)
             for j, i in enumerate(idx):
-                yield {"level": int(level), "index": i, "image": imgs[j:j + 1], "ddf": ddf[j:j + 1],
+                yield {"level": level, "index": i, "image": imgs[j:j + 1], "ddf": ddf[j:j + 1],
                        "label": None if labs is None else labs[j:j + 1], "ddf_network": ddf_net[j:j + 1]}
 
 

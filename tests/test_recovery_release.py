@@ -117,6 +117,38 @@ def test_the_fast_path_is_the_cpu_default_and_its_samples_ignore_batch_and_threa
     assert (one.ddf - ref.ddf).abs().max() < 5e-3                        # voxels (fields of ~20 voxels)
 
 
+def test_one_copy_per_level_runs_the_levels_side_by_side_with_the_same_bits(monkeypatch):
+    """Algorithm 3 at the release's schedule makes one copy per level: on the fast path two levels
+    run at once, one per thread, and give the copies a one-thread run makes one after another."""
+    from drdm import sampling
+    from drdm.grid import InputGrid
+    net = DRDMNet(NetworkConfig(ndim=2), generator=torch.Generator().manual_seed(1)).eval()
+    net.train_config = {"image_size": 128}
+    image = torch.rand(1, 1, 96, 96, generator=torch.Generator().manual_seed(2))
+    label = (image > 0.5).long()
+    grid = InputGrid.of(net, (96, 96))
+    calls = []
+    real = sampling.per_sample
+
+    def counting(fn, n, spread):
+        calls.append((n, spread))
+        return real(fn, n, spread)
+
+    monkeypatch.setattr(sampling, "per_sample", counting)
+    threads = torch.get_num_threads()
+    out = {}
+    try:
+        for k in (1, 2):
+            torch.set_num_threads(k)
+            out[k] = list(sampling.augment(net, image, label, (2, 3, 4), 1, grid=grid, seed=5))
+    finally:
+        torch.set_num_threads(threads)
+    assert [(c["level"], c["index"]) for c in out[2]] == [(2, 0), (3, 0), (4, 0)]
+    assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+               and torch.equal(a["ddf"], b["ddf"]) for a, b in zip(out[1], out[2]))
+    assert (2, True) in calls                      # at two threads, levels 2 and 3 ran side by side
+
+
 def test_table1_does_not_depend_on_batch():
     """Each image draws its field from its own stream: batch 1 and batch 8 give the same numbers."""
     net = DRDMNet(NetworkConfig(ndim=2)).eval()
