@@ -51,7 +51,7 @@ fidelity: $(STAMP)
 	$(PY) -m drdm.fidelity --chaos
 
 # the recorded few-shot segmentation run, Table 2 on ACDC (chapter 4, results/cpu/segmentation_acdc.*): needs
-# ../shared/data/acdc_slices; about 10 h on 2 cores, resumable (cells, weights and copies stay in runs/fewshot)
+# ../shared/data/acdc_slices; about 15 h on 2 cores, resumable (cells, weights and copies stay in runs/fewshot)
 fewshot: $(STAMP)
 	$(VENV)/bin/drdm fewshot --data acdc-h5 --data-dir ../shared/data/acdc_slices --protocol cpu
 

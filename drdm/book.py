@@ -11,8 +11,8 @@ __all__ = ["phantom_spread", "load_recorded", "show_recorded"]
 
 def phantom_spread(task: str) -> dict:
     """``{comparison: spread (fraction)}`` of the recorded cross-seed spread of the ``cpu`` phantom
-    runs (``results/cpu/phantom_spread.json``) for ``task`` (``"segmentation"`` or
-    ``"registration"``); empty when there is no record."""
+    runs (``results/cpu/phantom_spread.json``) for ``task`` (``"registration"``: chapter 5's phantom
+    Table 3); empty when there is no record."""
     from .provenance import results_dir as committed_results
     path = Path(committed_results()) / "cpu" / "phantom_spread.json"
     if not path.is_file():

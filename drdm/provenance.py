@@ -89,7 +89,8 @@ def _clean(x):
 
 
 #: keys that hold timings: kept out of ``numbers`` (they differ between identical runs)
-TIMING_KEYS = ("wall_time_s", "wall_s", "images_per_s", "samples_per_s", "seconds")
+#: numbers (or ``{name: number}`` tables) that time a run rather than measure its result
+TIMING_KEYS = ("wall_time_s", "wall_s", "images_per_s", "samples_per_s", "seconds", "pilot_seconds", "session_seconds")
 
 
 def _split_timings(x, moved: dict, path: str):
@@ -99,7 +100,8 @@ def _split_timings(x, moved: dict, path: str):
     out = {}
     for k, v in x.items():
         key = f"{path}{k}"
-        if k in TIMING_KEYS and isinstance(v, (int, float)):
+        if k in TIMING_KEYS and (isinstance(v, (int, float)) or (
+                isinstance(v, dict) and v and all(isinstance(u, (int, float)) for u in v.values()))):
             moved[key] = v
         else:
             out[k] = _split_timings(v, moved, key + ".")

@@ -73,9 +73,10 @@ def test_rand_drdmd(files, form):
 
 @pytest.mark.parametrize("form", FORMS)
 def test_cli_experiment(files, form, tmp_path):
-    argv = ["experiment", "seg", "--profile", "ci", "--methods", "drdm", "--seeds", "0", "--checkpoint",
-            files[form], "--set", "steps=2", "--set", "ratios=[0.25]", "--set", "n_aug=1",
-            "--device", "cpu", "--out", str(tmp_path / "res")]        # one labelled subject, one copy each
+    argv = ["fewshot", "--data", "phantom", "--protocol", "ci", "--methods", "drdm", "--checkpoint", files[form],
+            "--set", 'budget={"small": 2, "large": 2}', "--set", 'arms=[["small", "drdm", 1]]', "--set", "n_aug=1",
+            "--set", "draws=1", "--device", "cpu", "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "res")]        # one labelled subject, one copy each
     assert main(argv) == 0
     doc = json.loads((tmp_path / "res" / "ci" / "segmentation.json").read_text())["numbers"]
     assert "drdm" in json.dumps(doc["results"])

@@ -55,3 +55,17 @@ def test_relative_output_folders_follow_drdm_output_root(tmp_path, monkeypatch):
     q = save_results("probe", {"x": 2.0}, profile="ci", seed=0, device="cpu", wall_time_s=0.1,
                      out_dir=tmp_path / "abs")
     assert q == tmp_path / "abs" / "ci" / "probe.json"
+
+
+def test_timings_are_filed_under_provenance_so_two_runs_compare_equal(tmp_path):
+    """Wall times (a number, or a table of numbers, under a timing key) leave ``numbers`` for
+    ``provenance.timings``; a table with anything but numbers is a result and stays."""
+    from drdm.provenance import save_results
+    numbers = {"cells": {"d0": {"wall_s": 2.5, "dice": 0.5}}, "wall_s": {"d0": 2.5, "d1": 3.0},
+               "curve": {"step": [100, 200], "val": [0.4, 0.6]}, "seconds": {"note": "not a timing"}}
+    p = save_results("probe", numbers, profile="ci", seed=0, device="cpu", wall_time_s=5.5, out_dir=tmp_path)
+    doc = json.loads(p.read_text())
+    assert doc["numbers"] == {"cells": {"d0": {"dice": 0.5}}, "curve": {"step": [100, 200], "val": [0.4, 0.6]},
+                              "seconds": {"note": "not a timing"}}
+    assert doc["provenance"]["timings"] == {"cells.d0.wall_s": 2.5, "wall_s": {"d0": 2.5, "d1": 3.0}}
+    assert doc["provenance"]["wall_time_s"] == 5.5

@@ -161,8 +161,8 @@ def test_the_reader_sees_the_package():
     graph = _graph()
     assert {"drdm", "drdm.spatial", "drdm.data", "drdm.data.nifti", "drdm.tasks._common"} <= set(graph)
     assert "drdm.spatial" in graph["drdm.diffusion"]                    # ``from .spatial import ...``
-    assert "drdm.data" in graph["drdm.tasks.segmentation"]              # function-level ``from ..data import``
-    assert "drdm.tasks.segmentation" in graph["drdm.cli.experiment"]    # function-level ``from ..tasks.segmentation``
+    assert "drdm.data" in graph["drdm.tasks.fewshot"]                   # function-level ``from ..data import``
+    assert "drdm.tasks.fewshot" in graph["drdm.cli.fewshot"]            # function-level ``from ..tasks.fewshot``
     assert "drdm.tasks._common" in graph["drdm.tasks"]                  # ``from ._common import write_outputs``
 
 

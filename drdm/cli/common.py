@@ -147,6 +147,23 @@ def data_records(data: str, data_dir: str | None):
     return load_dataset(data, data_dir)
 
 
+def overrides(items) -> dict:
+    """``--set KEY=VALUE`` items -> ``{key: value}`` (values read as JSON, else kept as strings;
+    JSON lists become tuples, lists of lists tuples of tuples, as the protocol dataclasses hold them)."""
+    import json
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
+        try:
+            v = json.loads(value)
+        except json.JSONDecodeError:
+            v = value
+        out[key] = tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+    return out
+
+
 # ---------------------------------------------------------------- the network and the inputs
 
 

@@ -1,9 +1,7 @@
-"""``drdm experiment seg|reg``: Table 2 or Table 3 on phantoms or a dataset."""
+"""``drdm experiment reg``: Table 3 on phantoms or a dataset (Table 2 is ``drdm fewshot``)."""
 from __future__ import annotations
 
-import json
-
-from .common import DATASETS, UsageError, data_records, int_list, resolve_checkpoint
+from .common import DATASETS, UsageError, data_records, int_list, overrides, resolve_checkpoint
 
 
 def middle_slices(records):
@@ -18,76 +16,56 @@ def middle_slices(records):
 def cmd_experiment(args) -> int:
     import logging
     from ..tasks import ProfileOptionError, write_outputs
+    from ..tasks.registration import SYNTHESIS, run_registration
+    if args.task == "seg":
+        raise UsageError("segmentation (Table 2) is drdm fewshot, on phantoms too: drdm fewshot --data phantom")
     records = data_records(args.data, args.data_dir)
-    overrides = {}
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UsageError(f"--set takes KEY=VALUE, got {item!r}")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    for k, v in list(overrides.items()):
-        if isinstance(v, list):
-            overrides[k] = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-    kw = dict(profile=args.profile, drdm_checkpoint=args.checkpoint, device=args.device, **overrides)
+    kw = dict(profile=args.profile, drdm_checkpoint=args.checkpoint, device=args.device, **overrides(args.set))
     if args.seeds:
         kw["seeds"] = args.seeds
     if args.checkpoint is not None:
         kw["drdm_checkpoint"] = resolve_checkpoint(args.checkpoint)      # a one-line error when it is none
+    bad = sorted(set(args.methods or ()) - set(SYNTHESIS))
+    if bad:
+        raise UsageError(f"--methods {','.join(bad)}: not a registration method; choose from {','.join(SYNTHESIS)}")
+    if args.methods:
+        kw["synthesis"] = args.methods
+    records = "phantom2d" if records == "phantom" else records
+    if args.data in ("mnms", "acdc", "acdc-h5"):
+        records = middle_slices(records)       # 2-D inter-subject pairs of mid-ventricular slices
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        if args.task == "seg":
-            from ..tasks.segmentation import METHODS, run_segmentation as run
-            if records == "thorax3d":
-                raise UsageError("segmentation runs on 2-D cardiac data; --data thorax3d is for reg")
-            if args.methods:
-                kw["methods"] = args.methods
-            name, choices = "segmentation", METHODS
-        else:
-            from ..tasks.registration import SYNTHESIS, run_registration as run
-            records = "phantom2d" if records == "phantom" else records
-            if args.data in ("mnms", "acdc", "acdc-h5"):
-                records = middle_slices(records)       # 2-D inter-subject pairs of mid-ventricular slices
-            if args.methods:
-                kw["synthesis"] = args.methods
-            name, choices = "registration", SYNTHESIS
-        bad = sorted(set(args.methods or ()) - set(choices))
-        if bad:
-            raise UsageError(f"--methods {','.join(bad)}: not a {name} method; choose from {','.join(choices)}")
-        result = run(data=records, **kw)
+        result = run_registration(data=records, **kw)
     except (ProfileOptionError, ValueError, FileNotFoundError) as e:     # a TypeError elsewhere is a bug: traceback
         raise UsageError(str(e)) from None
     data = args.data if args.data in DATASETS else "folder"
     suffix = "" if data == "phantom" else "_" + data.replace("-", "_")     # phantom: the book's own file
-    files = write_outputs(name + suffix, result, result["markdown"], args.out, args.profile,
-                                  int((result["config"].get("seeds") or [0])[0]), result["device"],
-                                  result["wall_time_s"], data)
+    files = write_outputs("registration" + suffix, result, result["markdown"], args.out, args.profile,
+                          int((result["config"].get("seeds") or [0])[0]), result["device"], result["wall_time_s"], data)
     print(result["markdown"])
     print(f"wrote {files['json']} and {files['markdown']} ({result['wall_time_s']:.0f} s)")
     return 0
 
 
-HELP = "Table 2 (seg) or Table 3 (reg) on phantoms or a dataset"
-DESCRIPTION = ("Run a downstream experiment and write <out>/<profile>/<task>[_<data>].json "
-               "and .md (Table 2 / Table 3 layout, seeds, times, Wilcoxon p-values).")
+HELP = "Table 3 (reg) on phantoms or a dataset"
+DESCRIPTION = ("Run the registration experiment and write <out>/<profile>/registration[_<data>].json "
+               "and .md (Table 3 layout, seeds, times, Wilcoxon p-values). Table 2 is drdm fewshot.")
 
 
 def add_arguments(p) -> None:
     """``drdm experiment``'s options."""
-    p.add_argument("task", choices=("seg", "reg"))
+    p.add_argument("task", choices=("seg", "reg"), help="reg: Table 3 (seg, Table 2, is drdm fewshot)")
     p.add_argument("--profile", choices=("ci", "cpu", "gpu"), default="ci")
     p.add_argument("--data", default="phantom",
-                   help="phantom | thorax3d (reg) | mnms | acdc | acdc-h5 (with --data-dir) | a folder of "
+                   help="phantom | thorax3d | mnms | acdc | acdc-h5 (with --data-dir) | a folder of "
                         "X.nii.gz + X_gt.nii.gz (default phantom)")
     p.add_argument("--data-dir", dest="data_dir", help="root of the mnms / acdc / acdc-h5 dataset")
     p.add_argument("--checkpoint", help="DRDM checkpoint (a .pth or a shipped name such as phantom2d; "
                                         "default: the shipped model of the data's dimension)")
     p.add_argument("--methods", type=lambda v: [x for x in v.split(",") if x],
-                   help="seg: none,bigaug,elastic,drdm; reg: none,mrbs,drdm (default all)")
+                   help="synthesis methods: none,mrbs,drdm (default all)")
     p.add_argument("--seeds", type=int_list("seeds"), help="comma-separated training seeds (default: the profile's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a profile field, value in JSON (e.g. --set steps=200 --set n_aug=4)")
+                   help="override a profile field, value in JSON (e.g. --set pretrain_steps=200)")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default="results", help="results root (default results)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import shlex
 import sys
 
-from .common import UsageError, data_records
+from .common import DATASETS, UsageError, data_records, overrides, resolve_checkpoint
 
 HELP = "few-shot segmentation (Table 2 at 5 and 20 labelled subjects), resumable"
 DESCRIPTION = ("Split the subjects by group (test, validation, three labelled draws of one subject per group and "
@@ -17,17 +17,21 @@ DESCRIPTION = ("Split the subjects by group (test, validation, three labelled dr
 
 def add_arguments(p) -> None:
     """``drdm fewshot``'s options."""
-    p.add_argument("--data", default="acdc-h5", help="acdc-h5 (either SSL4MIS form) | acdc | mnms (with "
-                                                     "--data-dir) | a folder of X.nii.gz + X_gt.nii.gz (default acdc-h5)")
+    p.add_argument("--data", default="acdc-h5", help="acdc-h5 (either SSL4MIS form) | acdc | mnms (with --data-dir) | "
+                                                     "a folder of X.nii.gz + X_gt.nii.gz | phantom (the embedded "
+                                                     "cardiac phantoms, protocol phantom-<protocol>) (default acdc-h5)")
     p.add_argument("--data-dir", dest="data_dir", help="root of the dataset")
     p.add_argument("--test-data-dir", dest="test_data_dir",
                    help="a second labelled test set of the same kind as --data: every finished cell's weights are "
                         "scored on it without training, in a table of its own")
     p.add_argument("--protocol", choices=("ci", "cpu", "gpu"), default="cpu")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a protocol field, value in JSON (e.g. --set n_aug=4 --set 'budget={\"small\": 300, "
+                        "\"large\": 300}'); the cells' run key follows, so they are not mixed with the protocol's")
     p.add_argument("--methods", type=lambda v: [x for x in v.split(",") if x],
                    help="comma-separated subset of none,bigaug,elastic,drdm,drdm_low (default all)")
     p.add_argument("--checkpoint", help="DRDM checkpoint: a .pth or a shipped name (default: the release's 2-D "
-                                        "weights from ../shared)")
+                                        "weights from ../shared; phantom2d for --data phantom)")
     p.add_argument("--work", default="runs/fewshot", help="cells and cached copies (default runs/fewshot)")
     p.add_argument("--report-only", dest="report_only", action="store_true",
                    help="train nothing: write the record from the cells finished so far")
@@ -37,26 +41,37 @@ def add_arguments(p) -> None:
 
 def cmd_fewshot(args) -> int:
     import logging
-    from ..tasks import write_outputs
-    from ..tasks.fewshot import METHODS, PROTOCOLS, run_fewshot
-    if args.data in ("phantom", "thorax3d"):
-        raise UsageError("drdm fewshot runs on real labelled data; the phantom version is drdm experiment seg")
+    from ..tasks import ProfileOptionError, write_outputs
+    from ..tasks._common import apply_overrides
+    from ..tasks.fewshot import METHODS, PROTOCOLS, phantom_cohort, run_fewshot
+    if args.data == "thorax3d":
+        raise UsageError("segmentation runs on 2-D cardiac data; --data thorax3d is for drdm experiment reg")
     bad = sorted(set(args.methods or ()) - set(METHODS))
     if bad:
-        raise UsageError(f"--methods {','.join(bad)}: choose from {','.join(METHODS)}")
-    prot = PROTOCOLS[args.protocol]
-    records = data_records(args.data, args.data_dir)
+        raise UsageError(f"--methods {','.join(bad)}: not a segmentation method; choose from {','.join(METHODS)}")
+    phantom = args.data == "phantom"
+    try:
+        prot = apply_overrides(PROTOCOLS[f"phantom-{args.protocol}" if phantom else args.protocol], overrides(args.set))
+    except ProfileOptionError as e:
+        raise UsageError(str(e)) from None
+    checkpoint = args.checkpoint or ("phantom2d" if phantom else None)
+    if args.checkpoint is not None:
+        resolve_checkpoint(args.checkpoint)                                  # a one-line error when it is none
+    records = phantom_cohort(prot) if phantom else data_records(args.data, args.data_dir)
     test_records = None if args.test_data_dir is None else data_records(args.data, args.test_data_dir)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = [a for a in sys.argv[1:] if a != "--report-only"]
     command = "drdm " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["fewshot"] else None
-    result = run_fewshot(records, prot, work_dir=args.work, methods=args.methods or METHODS,
-                         checkpoint=args.checkpoint, device=args.device, command=command, test_records=test_records,
-                         stop_after=0 if args.report_only else None)
-    name = {"mnms": "segmentation_mnms", "acdc": "segmentation_acdc", "acdc-h5": "segmentation_acdc"}.get(
-        args.data, "segmentation_folder")
+    try:
+        result = run_fewshot(records, prot, work_dir=args.work, methods=args.methods or METHODS,
+                             checkpoint=checkpoint, device=args.device, command=command, test_records=test_records,
+                             stop_after=0 if args.report_only else None)
+    except ValueError as e:                          # a split the data cannot fill, a level out of range
+        raise UsageError(str(e)) from None
+    name = {"phantom": "segmentation", "mnms": "segmentation_mnms", "acdc": "segmentation_acdc",
+            "acdc-h5": "segmentation_acdc"}.get(args.data, "segmentation_folder")
     files = write_outputs(name, result, result["markdown"], args.out, args.protocol, prot.aug_seed,
-                          result["device"], result["wall_time_s"], args.data)
+                          result["device"], result["wall_time_s"], args.data if args.data in DATASETS else "folder")
     print(result["markdown"])
     print(f"wrote {files['json']} and {files['markdown']} ({result['n_cells']} cells, "
           f"{result['wall_time_s'] / 60:.0f} min of training and augmentation in all)")

@@ -26,7 +26,8 @@ import torch
 from ..data.crops import Slice
 from ..seeds import sample_seed
 
-__all__ = ["AugCache", "copy_seed", "make_copies", "method_params", "CACHE_FORMAT", "AUGMENTERS"]
+__all__ = ["AugCache", "copy_seed", "make_copies", "method_params", "CACHE_FORMAT", "AUGMENTERS", "drdm_identity",
+           "augmenter", "copy_params", "copies"]
 
 #: the augmenters :func:`make_copies` dispatches to
 AUGMENTERS = ("bigaug", "elastic", "drdm")
@@ -162,3 +163,59 @@ def method_params(method: str, *, n_aug: int, seed: int, prep: dict, levels=(), 
         raise ValueError(f"no augmented copies for method {method!r}")
     return params
 
+
+# ---------------------------------------------------------------- a protocol's DRDM model and copies
+
+def drdm_identity(checkpoint, device="cpu"):
+    """``(net or None, checkpoint sha256, reason)`` for the DRDM checkpoint (path or shipped name;
+    default the release's 2-D weights from ``../shared``), loaded on ``device``."""
+    from ..checkpoint import load, resolve
+    from ..outputs import sha256_file
+    if checkpoint is None:
+        from ..shared import absent_reason, official_checkpoint
+        checkpoint = official_checkpoint()
+        if checkpoint is None:
+            return None, None, absent_reason("the release's 2-D checkpoint")
+    path = resolve(checkpoint)
+    net = load(path, device=device)
+    if net.config.ndim != 2:
+        return None, None, f"{path.name}: a {net.config.ndim}-D network; the slices are 2-D"
+    return net, sha256_file(path), None
+
+
+def augmenter(method: str) -> str:
+    """The :func:`make_copies` method behind a protocol's method (``drdm_low`` is ``drdm``)."""
+    return "drdm" if method.startswith("drdm") else method
+
+
+def copy_params(method: str, prot, *, net=None, checkpoint_sha256=None) -> dict:
+    """The cache key's ``params`` for one method's copies under ``prot``
+    (a :class:`drdm.tasks.fewshot.FewShotProtocol`)."""
+    aug = augmenter(method)
+    settings = None
+    if aug == "drdm":
+        from ..sampling import recovery_settings
+        settings = recovery_settings(net, None if prot.settings == "auto" else prot.settings).name
+    params = method_params(aug, n_aug=prot.n_aug, seed=prot.aug_seed, prep=prot.prep,
+                           levels=prot.levels(method) if aug == "drdm" else (), settings=settings,
+                           checkpoint_sha256=checkpoint_sha256)
+    if aug == "drdm":
+        from ..sampling import path_for
+        params["path"] = path_for(net, next(net.parameters()).device)     # copies of another path: other bits
+    return params
+
+
+def copies(cache: AugCache, method: str, items: Sequence[Slice], prot, *, net=None, checkpoint_sha256=None,
+           device="cpu", progress=True):
+    """``[(images (n, 1, S, S), labels (n, 1, S, S))]`` per slice, from the cache or made now."""
+    aug = augmenter(method)
+    params = copy_params(method, prot, net=net, checkpoint_sha256=checkpoint_sha256)
+
+    def make(s: Slice):
+        img = torch.from_numpy(s.image)[None, None]
+        lab = torch.from_numpy(s.label)[None, None]
+        with torch.no_grad():
+            return make_copies(aug, img, lab, prot.n_aug, copy_seed(prot.aug_seed, aug, s), net=net,
+                               levels=prot.levels(method), device=device, settings=params.get("settings"))
+
+    return cache.get(aug, items, params, make, progress=progress)

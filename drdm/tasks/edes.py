@@ -235,7 +235,7 @@ def run_edes(records, protocol: str | EDESProtocol = "cpu", *, work_dir="runs/ed
     from ..data import stratified_split
     from ..faults import guard
     from ..files import atomic_write
-    from .fewshot import drdm_identity
+    from .augcache import drdm_identity
     prot = EDES_PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     dev, t0 = pick_device(device), time.perf_counter()
     with num_threads(prot.threads):

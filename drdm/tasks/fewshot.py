@@ -23,6 +23,11 @@ before any number):
    (``.pt``), so a killed run loses at most the cell it was training and a second test set can be
    scored later without training (:func:`score_external`).
 6. **Report**: :mod:`drdm.tasks.fewshot_report` (per-subject scores, two-way bootstrap, rule).
+
+It is the book's one segmentation pipeline: :data:`PROTOCOLS` ``cpu`` (the recorded ACDC run), ``gpu``
+(paper scale) and ``ci`` run on labelled data; ``phantom-ci|cpu|gpu`` run chapter 4's live comparison
+on :func:`phantom_cohort` with the shipped phantom model and a fixed budget, and report differences
+without a verdict on the paper's claim (``claim=False``).
 """
 from __future__ import annotations
 
@@ -41,11 +46,12 @@ from ..data.crops import Slice, prepare_slices
 from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 from ..runner import pick_device
 from ._common import log, num_threads
-from .augcache import AugCache, copy_seed, make_copies, method_params
-from .fewshot_report import FEWSHOT_METHODS as METHODS, set_size
+from .augcache import AugCache, augmenter, copies, copy_params, drdm_identity
+from .fewshot_report import FEWSHOT_METHODS as METHODS, mean_dice, set_size, subject_scores
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "METHODS", "STRUCTURES", "run_fewshot", "score_external", "split_slices",
-           "release_levels", "pilot_budget", "BUDGET_MARGIN", "subject_scores", "plan"]
+           "release_levels", "pilot_budget", "BUDGET_MARGIN", "plan",
+           "phantom_cohort", "KEY_NEUTRAL"]
 
 #: the release's augmentation script: 32 copies from T' = 48 by its parity rule, up to 80
 RELEASE_START, RELEASE_COPIES = 48, 32
@@ -80,7 +86,8 @@ class FewShotProtocol:
         arms: ``(set size, method, number of training seeds)``; set size ``"small"`` runs on every
             draw, ``"large"`` on the large set. Seeds are ``0 .. n - 1``.
         n_aug, aug_seed: copies per labelled slice and method, and their run seed.
-        low_levels: ``drdm_low``'s T' values (``drdm``: :func:`release_levels` of ``n_aug``).
+        drdm_levels: ``drdm``'s T' values (``None``: :func:`release_levels` of ``n_aug``, the release
+            script's dose); low_levels: ``drdm_low``'s.
         settings: DRDM's recovery setting (``"auto"``: the release's for the release's weights).
         features, norm, loss, batch, lr, lr_final: the U-Net and Adam with exponential decay from
             ``lr`` to ``lr * lr_final`` over the budget.
@@ -88,6 +95,8 @@ class FewShotProtocol:
         pilot_steps, pilot_seed, pilot_methods, min_budget: the pilot (:func:`pilot_budget`).
         eval_every: validation interval (learning curves, flags).
         threads: torch threads during the run (None: unchanged).
+        claim: judge the paper's Table 2 (ACDC) by the stated rule; ``False`` (phantoms): report the
+            differences and their intervals only.
     """
     crop: int = 160
     size: int = 128
@@ -117,6 +126,8 @@ class FewShotProtocol:
     min_budget: int = 500
     eval_every: int = 100
     threads: int | None = None
+    drdm_levels: tuple | None = None
+    claim: bool = True
 
     @property
     def prep(self) -> dict:
@@ -124,7 +135,27 @@ class FewShotProtocol:
 
     def levels(self, method: str) -> tuple[int, ...]:
         """T' values of a DRDM method's copies."""
-        return release_levels(self.n_aug) if method == "drdm" else tuple(self.low_levels)
+        if method != "drdm":
+            return tuple(self.low_levels)
+        return release_levels(self.n_aug) if self.drdm_levels is None else tuple(self.drdm_levels)
+
+    def label(self, method: str) -> str:
+        """The method's name in tables (DRDM's with its dose)."""
+        if method == "drdm" and self.drdm_levels is None:
+            return "DRDM (release dose)"
+        if method.startswith("drdm"):
+            return "DRDM (T' " + "/".join(map(str, self.levels(method))) + ")"
+        return {"none": "none", "bigaug": "BigAug", "elastic": "Elastic"}[method]
+
+    @property
+    def n_subjects(self) -> int:
+        """Subjects per group the split needs (:func:`drdm.data.stratified_split`)."""
+        return self.n_test + self.n_val + self.draws * self.per_draw + self.extra
+
+
+#: fields added after the ACDC run started; at these defaults they stay out of :func:`run_key`, so its
+#: finished cells keep their key
+KEY_NEUTRAL = {"drdm_levels": None, "claim": True}
 
 
 PROTOCOLS = {
@@ -136,7 +167,33 @@ PROTOCOLS = {
                           arms=(("small", "none", 1), ("small", "bigaug", 1), ("small", "drdm_low", 1),
                                 ("large", "none", 1)),
                           features=(8, 16), pilot_steps=24, min_budget=8, eval_every=8, threads=1),
+    # chapter 4's live run on the embedded cardiac phantoms (one group; the shipped phantom2d model at
+    # its own levels): the same pipeline with a fixed budget, reporting differences without a verdict
+    "phantom-ci": FewShotProtocol(crop=32, size=32, percentiles=(0.0, 100.0), n_test=4, n_val=1, draws=2,
+                                  per_draw=1, extra=1, n_aug=2, drdm_levels=(20,),
+                                  arms=(*((("small", m, 1) for m in ("none", "bigaug", "elastic", "drdm"))),
+                                        ("large", "none", 1), ("large", "drdm", 1)),
+                                  features=(16, 32, 64), budget={"small": 100, "large": 100}, eval_every=25,
+                                  threads=1, claim=False),
+    "phantom-cpu": FewShotProtocol(crop=64, size=64, percentiles=(0.0, 100.0), n_test=8, n_val=2, draws=2,
+                                   per_draw=2, extra=4, n_aug=4, drdm_levels=(20, 40),
+                                   arms=(*((("small", m, 1) for m in ("none", "bigaug", "elastic", "drdm"))),
+                                         *((("large", m, 1) for m in ("none", "bigaug", "drdm")))),
+                                   features=(16, 32, 64), batch=16, budget={"small": 300, "large": 300},
+                                   eval_every=50, claim=False),
+    "phantom-gpu": FewShotProtocol(crop=128, size=128, percentiles=(0.0, 100.0), n_test=40, n_val=10, draws=3,
+                                   per_draw=5, extra=35, n_aug=32, drdm_levels=(30, 40, 50, 60),
+                                   arms=tuple((s, m, 3) for s in ("small", "large") for m in ("none", "bigaug", "drdm"))
+                                   + (("small", "elastic", 3),), features=(32, 64, 128, 256, 512), norm=None,
+                                   batch=64, budget={"small": 6000, "large": 6000}, claim=False),
 }
+
+
+def phantom_cohort(prot: FewShotProtocol, seed: int = 1000) -> list:
+    """The cardiac phantom subjects ``prot``'s split needs (ED and ES, ``prot.size`` pixels), as
+    :class:`drdm.data.Record` (one group)."""
+    from ..phantoms import phantom_records
+    return phantom_records("cardiac", prot.n_subjects, prot.size, seed=seed, phases=("ED", "ES"))
 
 
 # ---------------------------------------------------------------- subjects and slices
@@ -164,96 +221,6 @@ def _fingerprint(slices: Sequence[Slice]) -> str:
     for s in slices:
         h.update(f"{s.name}|{s.group}|{s.digest}".encode())          # the group steers the split
     return h.hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- scoring
-
-def subject_scores(pred: torch.Tensor, target: torch.Tensor, subjects: Sequence[str], *,
-                   surfaces: bool = True) -> dict[str, dict[str, dict[str, float]]]:
-    """``{subject: {structure: {dice, sens, prec[, asd]}}}`` from slice predictions ``(N, 1, S, S)``.
-
-    Dice, sensitivity and precision (:mod:`drdm.metrics`) pool all of a subject's slices (both
-    phases), as a volume score; a structure absent from both prediction and reference scores 1
-    (:mod:`drdm.metrics`' empty-set rule). ASD (pixels of the protocol grid) is the mean over the
-    slices whose reference holds the structure; a prediction without it counts as the slice diagonal.
-    """
-    from .. import metrics
-    p_all, t_all = pred[:, 0].numpy(), target[:, 0].numpy()
-    diag = float(np.hypot(*t_all.shape[1:]))
-    out = {}
-    for subj in dict.fromkeys(subjects):
-        rows = [i for i, s in enumerate(subjects) if s == subj]
-        p, t = p_all[rows], t_all[rows]
-        out[subj] = {}
-        for name, v in STRUCTURES:
-            row = {"dice": float(metrics.dice(p, t, v)), "sens": float(metrics.sensitivity(p, t, v)),
-                   "prec": float(metrics.precision(p, t, v))}
-            if surfaces:
-                d = [metrics.average_symmetric_surface_distance(p[k] == v, t[k] == v) if (p[k] == v).any() else diag
-                     for k in range(len(rows)) if (t[k] == v).any()]
-                row["asd"] = float(np.mean(np.minimum(d, diag))) if d else None
-            out[subj][name] = row
-    return out
-
-
-def mean_dice(scores: dict) -> float:
-    """Mean over subjects of the mean foreground Dice (the validation score)."""
-    return float(np.mean([np.mean([r["dice"] for r in s.values()]) for s in scores.values()]))
-
-
-# ---------------------------------------------------------------- DRDM and copies
-
-def drdm_identity(checkpoint, device="cpu"):
-    """``(net or None, checkpoint sha256, reason)`` for the DRDM checkpoint (path or shipped name;
-    default the release's 2-D weights from ``../shared``), loaded on ``device``."""
-    from ..checkpoint import load, resolve
-    from ..outputs import sha256_file
-    if checkpoint is None:
-        from ..shared import absent_reason, official_checkpoint
-        checkpoint = official_checkpoint()
-        if checkpoint is None:
-            return None, None, absent_reason("the release's 2-D checkpoint")
-    path = resolve(checkpoint)
-    net = load(path, device=device)
-    if net.config.ndim != 2:
-        return None, None, f"{path.name}: a {net.config.ndim}-D network; the slices are 2-D"
-    return net, sha256_file(path), None
-
-
-def _augmenter(method: str) -> str:
-    return "drdm" if method.startswith("drdm") else method
-
-
-def copy_params(method: str, prot: FewShotProtocol, *, net=None, checkpoint_sha256=None) -> dict:
-    """The cache key's ``params`` for one method's copies under ``prot``."""
-    aug = _augmenter(method)
-    settings = None
-    if aug == "drdm":
-        from ..sampling import recovery_settings
-        settings = recovery_settings(net, None if prot.settings == "auto" else prot.settings).name
-    params = method_params(aug, n_aug=prot.n_aug, seed=prot.aug_seed, prep=prot.prep,
-                           levels=prot.levels(method) if aug == "drdm" else (), settings=settings,
-                           checkpoint_sha256=checkpoint_sha256)
-    if aug == "drdm":
-        from ..sampling import path_for
-        params["path"] = path_for(net, next(net.parameters()).device)     # copies of another path: other bits
-    return params
-
-
-def copies(cache: AugCache, method: str, items: Sequence[Slice], prot: FewShotProtocol, *, net=None,
-           checkpoint_sha256=None, device="cpu", progress=True):
-    """``[(images (n, 1, S, S), labels (n, 1, S, S))]`` per slice, from the cache or made now."""
-    aug = _augmenter(method)
-    params = copy_params(method, prot, net=net, checkpoint_sha256=checkpoint_sha256)
-
-    def make(s: Slice):
-        img = torch.from_numpy(s.image)[None, None]
-        lab = torch.from_numpy(s.label)[None, None]
-        with torch.no_grad():
-            return make_copies(aug, img, lab, prot.n_aug, copy_seed(prot.aug_seed, aug, s), net=net,
-                               levels=prot.levels(method), device=device, settings=params.get("settings"))
-
-    return cache.get(aug, items, params, make, progress=progress)
 
 
 # ---------------------------------------------------------------- plan, pilot, cells
@@ -326,12 +293,13 @@ def _train(prot: FewShotProtocol, train_pool, val, test, *, seed: int, steps: in
 
 def run_key(prot: FewShotProtocol, slices: Sequence[Slice]) -> str:
     """Hash of what every cell depends on (not the arms or the budget's source: cells are per those)."""
-    doc = {k: v for k, v in dataclasses.asdict(prot).items() if k not in ("arms", "threads")}
+    doc = {k: v for k, v in dataclasses.asdict(prot).items()
+           if k not in ("arms", "threads") and not (k in KEY_NEUTRAL and v == KEY_NEUTRAL[k])}
     doc["data"] = _fingerprint(slices)
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="runs/fewshot",
+def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: str | Path | None = "runs/fewshot",
                 methods: Sequence[str] = METHODS, checkpoint=None, device: str = "auto", progress: bool = True,
                 stop_after: int | None = None, test_records=None, command: str | None = None) -> dict:
     """Run (or resume) the pilot and every cell; return :func:`~drdm.tasks.fewshot_report.summarise`'s result.
@@ -339,16 +307,24 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
     Args:
         records: labelled :class:`drdm.data.Record` (3-D volumes are cut into slices).
         protocol: a :data:`PROTOCOLS` name or a :class:`FewShotProtocol`.
-        work_dir: the pilot and cells under ``cells/<run key>/``, copies under ``aug/``.
+        work_dir: the pilot and cells under ``cells/<run key>/``, copies under ``aug/`` (``None``: a
+            temporary folder, removed afterwards: a run from scratch that leaves nothing behind).
         methods: subset of :data:`METHODS`; the DRDM methods need ``checkpoint`` (default the
             release's 2-D weights from ``../shared``), else they are skipped with the reason recorded.
         stop_after: stop after this many newly trained cells or pilots (``0``: report only).
         test_records: a second labelled test set, scored by every finished cell without training
             (:func:`score_external`), reported in a table of its own.
     """
+    if work_dir is None:
+        import tempfile
+        with tempfile.TemporaryDirectory(prefix="drdm-fewshot-") as tmp:
+            return run_fewshot(records, protocol, work_dir=tmp, methods=methods, checkpoint=checkpoint, device=device,
+                               progress=progress, stop_after=stop_after, test_records=test_records, command=command)
     from ..faults import guard
     from ..files import atomic_write
     from .fewshot_report import summarise
+    if isinstance(protocol, str) and protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
     prot = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
@@ -372,6 +348,10 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
             if net is None:
                 skipped.update({m: why for m in methods if m.startswith("drdm")})
                 log.warning("fewshot: skipping DRDM: %s", why)
+            else:
+                from ..sampling import check_levels
+                for m in {m for _, m, _ in prot.arms if m.startswith("drdm")}:
+                    check_levels(prot.levels(m), net.config.timesteps, f"{m} level T'")
         key = run_key(prot, slices)
         cell_dir = work / "cells" / key
         cache = AugCache(work / "aug")
@@ -434,7 +414,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
         made = {}
         for m in methods:
             if m != "none" and m not in skipped:
-                made[m] = cache.recorded(_augmenter(m), pick(split["sets"]["large"]),
+                made[m] = cache.recorded(augmenter(m), pick(split["sets"]["large"]),
                                          copy_params(m, prot, net=net, checkpoint_sha256=sha))
     info = {"command": command, "protocol": dataclasses.asdict(prot), "run_key": key, "split": split,
             "n_slices": {k: len(pick(v)) for k, v in (("test", split["test"]), ("val", split["val"]),
@@ -444,13 +424,15 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir="r
             "budget_rule": {"tolerance": 0.01, "margin": BUDGET_MARGIN, "cap": prot.pilot_steps},
             "superseded": superseded,
             "planned": [f"{n}_{m}_s{sd}" for n, m, sd in plan(prot, split) if m in methods and m not in skipped],
-            "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history", "wall_s")} for p in ps]
+            "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history")} for p in ps]
                       for size, ps in pilots.items()},
+            "pilot_seconds": sum(p["wall_s"] for ps in pilots.values() for p in ps),
             "levels": {m: list(prot.levels(m)) for m in METHODS if m.startswith("drdm")},
+            "labels": {m: prot.label(m) for m in METHODS},
             "settings": None if net is None else copy_params("drdm", prot, net=net)["settings"],
             "cache": {"bytes": cache.size_bytes(), "seconds": round(sum(v[1] for v in made.values()), 1),
                       "copies": {m: v[0] for m, v in made.items()}},
-            "session_wall_s": round(time.perf_counter() - t_start, 1)}
+            "session_seconds": round(time.perf_counter() - t_start, 1)}
     return summarise(cells, info, external=external)
 
 

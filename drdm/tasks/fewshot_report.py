@@ -11,12 +11,15 @@ otherwise *inconclusive*, printing the minimum detectable difference at 80 % pow
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
+import torch
 
 from ..stats import crossed_bootstrap, decide, summary
 from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 
-__all__ = ["FEWSHOT_METHODS", "set_size", "summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
+__all__ = ["FEWSHOT_METHODS", "subject_scores", "mean_dice", "set_size", "summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
            "plateau_change", "FLAG_MOVING", "FLAG_BELOW"]
 
 #: cell methods; ``drdm_low`` is DRDM at the book's earlier dose (the dose ablation)
@@ -34,6 +37,43 @@ FLAG_MOVING = 0.02
 FLAG_BELOW = 0.10
 METRICS = ("dice", "sens", "prec", "asd")
 
+
+# ---------------------------------------------------------------- scoring (one scorer on drdm.metrics)
+
+def subject_scores(pred: torch.Tensor, target: torch.Tensor, subjects: Sequence[str], *,
+                   surfaces: bool = True) -> dict[str, dict[str, dict[str, float]]]:
+    """``{subject: {structure: {dice, sens, prec[, asd]}}}`` from slice predictions ``(N, 1, S, S)``.
+
+    Dice, sensitivity and precision (:mod:`drdm.metrics`) pool all of a subject's slices (both
+    phases), as a volume score; a structure absent from both prediction and reference scores 1
+    (:mod:`drdm.metrics`' empty-set rule). ASD (pixels of the protocol grid) is the mean over the
+    slices whose reference holds the structure; a prediction without it counts as the slice diagonal.
+    """
+    from .. import metrics
+    p_all, t_all = pred[:, 0].numpy(), target[:, 0].numpy()
+    diag = float(np.hypot(*t_all.shape[1:]))
+    out = {}
+    for subj in dict.fromkeys(subjects):
+        rows = [i for i, s in enumerate(subjects) if s == subj]
+        p, t = p_all[rows], t_all[rows]
+        out[subj] = {}
+        for name, v in STRUCTURES:
+            row = {"dice": float(metrics.dice(p, t, v)), "sens": float(metrics.sensitivity(p, t, v)),
+                   "prec": float(metrics.precision(p, t, v))}
+            if surfaces:
+                d = [metrics.average_symmetric_surface_distance(p[k] == v, t[k] == v) if (p[k] == v).any() else diag
+                     for k in range(len(rows)) if (t[k] == v).any()]
+                row["asd"] = float(np.mean(np.minimum(d, diag))) if d else None
+            out[subj][name] = row
+    return out
+
+
+def mean_dice(scores: dict) -> float:
+    """Mean over subjects of the mean foreground Dice (the validation score)."""
+    return float(np.mean([np.mean([r["dice"] for r in s.values()]) for s in scores.values()]))
+
+
+# ---------------------------------------------------------------- the record
 
 def plateau_change(history: dict) -> float | None:
     """Validation Dice at the last check minus at the last check at or before 4/5 of the steps run
@@ -132,7 +172,7 @@ def _block(cells: list[dict], key: str = "test") -> tuple[dict, dict]:
             if key == "test":
                 block[m].update(
                     runs=[{"cell": _cell(r), "steps": r["steps"], "final_val_dice": r["history"]["val"][-1],
-                           "plateau_change": plateau_change(r["history"]), "wall_s": r["wall_s"],
+                           "plateau_change": plateau_change(r["history"]),
                            "n_train_images": r["n_train_images"]} for r in runs],
                     curves=[{"cell": _cell(r), **{k: r["history"][k] for k in ("step", "train_loss", "val")}}
                             for r in runs],
@@ -157,8 +197,10 @@ def summarise(cells: list[dict], info: dict, external: dict | None = None) -> di
     results, diffs = _block(cells)
     result = {"task": "fewshot_segmentation", **info, "results": results, "dice_difference": diffs,
               "n_cells": len(cells),
+              # compute spent (cells, copies, pilot): timings, which save_results files under provenance
+              "wall_s": {_cell(c): c["wall_s"] for c in cells},
               "wall_time_s": round(sum(c["wall_s"] for c in cells) + info.get("cache", {}).get("seconds", 0.0)
-                                   + sum(p["wall_s"] for ps in info.get("pilot", {}).values() for p in ps), 1)}
+                                   + info.get("pilot_seconds", 0.0), 1)}
     done = {_cell(c) for c in cells}
     result["missing"] = [c for c in info.get("planned", []) if c not in done]
     result["complete"] = not result["missing"]
@@ -181,10 +223,14 @@ def _n_labelled(result: dict, size: str) -> int | None:
 def decisions(result: dict) -> list[dict]:
     """The rule applied to DRDM - BigAug and DRDM - none at each set size the paper reports."""
     out = []
+    claim = result.get("protocol", {}).get("claim", True)        # False: phantoms, no verdict
+    arms = {(size, m) for size, m, _ in result.get("protocol", {}).get("arms", ())}
     for size, rows in result["dice_difference"].items():
         n = _n_labelled(result, size)
         for a, b in (("drdm", "bigaug"), ("drdm", "none")):
-            paper = PAPER.get(n, {})
+            if arms and any((size, m) not in arms and m not in result.get("skipped", {}) for m in (a, b)):
+                continue                                             # not a comparison this protocol makes
+            paper = PAPER.get(n, {}) if claim else {}
             ref = paper[a] - paper[b] if a in paper and b in paper else None
             d = rows.get(f"{a}_vs_{b}", {}).get("average")
             why = None
@@ -205,15 +251,17 @@ def verdict_lines(result: dict) -> list[str]:
         lines.append(f"**Partial record**: {n_done} of {len(result.get('planned', []))} planned cells are finished; "
                      "the lines below apply the rule to them and are not the experiment's verdict.")
     for dec in result["decisions"]:
-        label = (f"{dec['labelled']} labelled subjects, {METHOD_LABELS[dec['a']]} minus {METHOD_LABELS[dec['b']]}")
+        label = f"{_count(dec['labelled'], 'labelled subject')}, {_label(result, dec['a'])} minus {_label(result, dec['b'])}"
         d = dec["diff"]
         if d is None:
             lines.append(f"{label}: not compared ({dec['why']}).")
             continue
         head = (f"{label}: {d['mean']:+.1f} Dice points, 95 % interval [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over "
-                f"{d['n']} test subjects and {d['replicates']} paired runs ({d['clusters']} resampled units)")
+                f"{d['n']} test subjects and {_count(d['replicates'], 'paired run')} "
+                f"({_count(d['clusters'], 'resampled unit')})")
         if dec["paper"] is None:
-            lines.append(head + "; the paper reports no such difference.")
+            lines.append(head + ("; the paper reports no such difference." if result.get("protocol", {}).get("claim", True)
+                                 else ": measured on phantoms, no verdict on the paper's claim (that is about ACDC)."))
             continue
         word = {"reproduced": "**reproduced**: the interval lies above 0",
                 "contradicted": f"**contradicted**: the interval lies below the paper's {dec['paper']:+.1f}",
@@ -227,11 +275,20 @@ def verdict_lines(result: dict) -> list[str]:
     return lines
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _ci(d: dict | None) -> str:
     return "–" if d is None else f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
 
 
-def _score_table(results: dict, title: str) -> list[str]:
+def _label(result: dict, m: str) -> str:
+    """A method's name in this record's tables (DRDM's with the record's dose)."""
+    return result.get("labels", {}).get(m) or METHOD_LABELS[m]
+
+
+def _score_table(result: dict, results: dict, title: str) -> list[str]:
     cols = [n for n, _ in STRUCTURES] + ["Average"]
     head = "| labelled | method | runs | " + " | ".join(f"{c} Dice | {c} sens | {c} prec | {c} ASD" for c in cols) + " |"
     lines = [title, "", head, "|" + "---|" * (3 + 4 * len(cols))]
@@ -243,7 +300,7 @@ def _score_table(results: dict, title: str) -> list[str]:
                 cells += [f"{100 * src[k]['mean']:.1f}" if src[k]["mean"] is not None else "–"
                           for k in ("dice", "sens", "prec")]
                 cells.append(f"{src['asd']['mean']:.2f}" if src["asd"]["mean"] is not None else "–")
-            lines.append(f"| {res['n_subjects_labelled']} | {METHOD_LABELS[m]} | {len(res['replicates'])} | "
+            lines.append(f"| {res['n_subjects_labelled']} | {_label(result, m)} | {len(res['replicates'])} | "
                          + " | ".join(cells) + " |")
     return lines
 
@@ -256,19 +313,19 @@ def _diff_table(result: dict, diffs: dict) -> list[str]:
         for name, row in rows.items():
             a, b = name.split("_vs_")
             mdd = "–" if row["average"] is None else f"{row['average']['mdd']:.1f}"
-            out.append(f"| {n} | {METHOD_LABELS[a]} - {METHOD_LABELS[b]} | "
+            out.append(f"| {n} | {_label(result, a)} - {_label(result, b)} | "
                        + " | ".join(_ci(row["average"] if c == "Average" else row[c]) for c in cols) + f" | {mdd} |")
     return out
 
 
 def fewshot_markdown(result: dict) -> str:
     """The recorded tables: scores, differences with intervals, runs and flags, verdict."""
-    out = _score_table(result["results"], "Test subjects' scores (%; ASD in pixels of the protocol grid): mean over "
+    out = _score_table(result, result["results"], "Test subjects' scores (%; ASD in pixels of the protocol grid): mean over "
                                           "test subjects, each subject's score averaged over its runs first")
     out += ["", "Dice differences (points), 95 % two-way bootstrap intervals (test subjects x labelled draws)", "",
             *_diff_table(result, result["dice_difference"])]
-    runs = ["| labelled | cell | steps | final val Dice | val change, last fifth | training images | minutes | flag |",
-            "|---|---|---|---|---|---|---|---|"]
+    runs = ["| labelled | cell | steps | final val Dice | val change, last fifth | training images | flag |",
+            "|---|---|---|---|---|---|---|"]
     for size, block in result["results"].items():
         for m, res in block.items():
             for r in res["runs"]:
@@ -276,12 +333,13 @@ def fewshot_markdown(result: dict) -> str:
                 flag = "; ".join(res["flags"].get(r["cell"], [])) or "–"
                 runs.append(f"| {res['n_subjects_labelled']} | {r['cell']} | {r['steps']} | "
                             f"{100 * r['final_val_dice']:.1f} | {'–' if pc is None else f'{100 * pc:+.1f}'} | "
-                            f"{r['n_train_images']} | {r['wall_s'] / 60:.1f} | {flag} |")
+                            f"{r['n_train_images']} | {flag} |")
     out += ["", "Runs (validation subjects; every run trains to its budget and its final weights are tested)", "",
-            *runs, "", "Verdict (rule stated in chapter 4 before the numbers):", "",
+            *runs, "", ("Verdict (rule stated in chapter 4 before the numbers):" if result.get("protocol", {}).get("claim", True)
+                        else "Differences (phantoms: no verdict on the paper's claim):"), "",
             *[f"- {v}" for v in result["verdict"]]]
     if result.get("external"):
-        out += ["", *_score_table(result["external"]["results"], "External test set (the same trained models, "
+        out += ["", *_score_table(result, result["external"]["results"], "External test set (the same trained models, "
                                                                  "no retraining)"),
                 "", *_diff_table(result, result["external"]["dice_difference"])]
     if result.get("skipped"):

@@ -1,7 +1,7 @@
 """The segmenter of Section 4.1 and its one training loop (Eq. 17, Adam, optional validation).
 
-Used by both downstream segmentation runners: :func:`drdm.tasks.segmentation.run_segmentation`
-(fixed step budget) and :func:`drdm.tasks.fewshot.run_fewshot` (validation-chosen stopping).
+Used by the one segmentation pipeline, :func:`drdm.tasks.fewshot.run_fewshot` (a fixed step budget per
+labelled-set size, the final weights tested; the validation score only records the learning curve).
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ import time
 import pytest
 import torch
 
-from drdm.tasks import registration as R, segmentation as S
+from drdm.tasks import registration as R
 
 
 @pytest.fixture(scope="module")
@@ -27,11 +27,6 @@ def _timed_ci_run(run, tmp_path_factory):
     t0 = time.perf_counter()
     res = run("ci", out_dir=out)
     return res, time.perf_counter() - t0, out
-
-
-@pytest.fixture(scope="module")
-def seg_ci(tmp_path_factory):
-    return _timed_ci_run(S.run_segmentation, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
