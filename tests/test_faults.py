@@ -33,7 +33,7 @@ def test_guard_turns_full_disk_and_memory_into_one_line_and_lets_other_errors_th
 
 @pytest.fixture()
 def fewshot_argv(tmp_path):
-    from tests.cli.test_experiment import _write_pairs
+    from tests.test_fewshot import _write_pairs
     _write_pairs(tmp_path / "data", n_subjects=6)           # the ci split needs 6 subjects per group
     return ["fewshot", "--data", str(tmp_path / "data"), "--protocol", "ci", "--methods", "none",
             "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--device", "cpu"]

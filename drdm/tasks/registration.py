@@ -105,8 +105,8 @@ PROFILES = {
 }
 #: 3-D thorax profiles (used when ``data="thorax3d"``): smaller volumes on CPU
 PROFILES_3D = {
-    "ci": RegProfile(size=24, n_subjects=6, test_fraction=1 / 3, n_synth=2, pretrain_steps=30, finetune_steps=20,
-                     batch=2, max_test_pairs=2, enc=(8, 16, 16), dec=(16, 16, 16), extra=(8, 8)),
+    "ci": RegProfile(size=24, n_subjects=6, test_fraction=1 / 3, n_synth=1, drdm_pairs=((5, 5),), pretrain_steps=30,
+                     finetune_steps=20, batch=2, max_test_pairs=2, enc=(8, 16, 16), dec=(16, 16, 16), extra=(8, 8)),
     "cpu": RegProfile(size=48, n_subjects=15, n_synth=8, drdm_pairs=((10, 10), (20, 20)), pretrain_steps=600,
                       finetune_steps=300, batch=2, max_test_pairs=20, enc=(16, 32, 32), dec=(32, 32, 32),
                       threads=None),
