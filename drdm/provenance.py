@@ -88,8 +88,8 @@ def _clean(x):
     return x
 
 
-#: keys that hold timings: kept out of ``numbers`` (they differ between identical runs)
-#: numbers (or ``{name: number}`` tables) that time a run rather than measure its result
+#: keys whose numbers (or ``{name: number}`` tables) time a run rather than measure its result: kept
+#: out of ``numbers`` (they differ between identical runs)
 TIMING_KEYS = ("wall_time_s", "wall_s", "images_per_s", "samples_per_s", "seconds", "pilot_seconds", "session_seconds")
 
 

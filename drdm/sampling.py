@@ -31,8 +31,9 @@ distribution, never sample by sample (book chapter 3, ``make fidelity``).
 Paths (``path=``, :mod:`drdm.runner`): how the network runs. ``"fast"``, the default on CPU for
 2-D images of side >= 128, is a compiled channels-last copy with one sample per thread;
 ``"channels_last"`` and ``"plain"`` stay selectable. :func:`augment` through an input grid with one
-copy per level (the release's augmentation schedule) runs the levels side by side in the same way. All give the same distribution of fields
-(``make fidelity``, run on the fast path), never the same bits, since the loop is chaotic.
+copy per level (the release's augmentation schedule) runs the levels side by side in the same way.
+All give the same distribution of fields (``make fidelity``, run on the fast path), never the same
+bits, since the loop is chaotic.
 
 Why a sample at a time on CPU: batched convolutions round differently from single ones and the
 chaotic loop turns that into different samples, so CPU results never depend on the batch.

@@ -139,7 +139,7 @@ class Experiment:
         self.seeds = tuple(self.prof.seeds if seeds is None else seeds)
         self.methods = tuple(methods)
         if not self.methods or set(self.methods) - set(allowed):
-            raise ValueError(f"{'methods' if task == 'segmentation' else 'synthesis'} must be taken from "
+            raise ValueError(f"{task} methods must be taken from "
                              f"{tuple(allowed)}, got {self.methods}")
         from ..runner import pick_device
         self.device = pick_device(device)

@@ -47,7 +47,7 @@ from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 from ..runner import pick_device
 from ._common import log, num_threads
 from .augcache import AugCache, augmenter, copies, copy_params, drdm_identity
-from .fewshot_report import FEWSHOT_METHODS as METHODS, mean_dice, set_size, subject_scores
+from .fewshot_report import FEWSHOT_METHODS as METHODS, METHOD_LABELS, mean_dice, set_size, subject_scores
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "METHODS", "STRUCTURES", "run_fewshot", "score_external", "split_slices",
            "release_levels", "pilot_budget", "BUDGET_MARGIN", "plan",
@@ -145,7 +145,7 @@ class FewShotProtocol:
             return "DRDM (release dose)"
         if method.startswith("drdm"):
             return "DRDM (T' " + "/".join(map(str, self.levels(method))) + ")"
-        return {"none": "none", "bigaug": "BigAug", "elastic": "Elastic"}[method]
+        return METHOD_LABELS[method]
 
     @property
     def n_subjects(self) -> int:

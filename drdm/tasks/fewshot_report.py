@@ -223,7 +223,7 @@ def _n_labelled(result: dict, size: str) -> int | None:
 def decisions(result: dict) -> list[dict]:
     """The rule applied to DRDM - BigAug and DRDM - none at each set size the paper reports."""
     out = []
-    claim = result.get("protocol", {}).get("claim", True)        # False: phantoms, no verdict
+    claim = _claim(result)
     arms = {(size, m) for size, m, _ in result.get("protocol", {}).get("arms", ())}
     for size, rows in result["dice_difference"].items():
         n = _n_labelled(result, size)
@@ -260,7 +260,7 @@ def verdict_lines(result: dict) -> list[str]:
                 f"{d['n']} test subjects and {_count(d['replicates'], 'paired run')} "
                 f"({_count(d['clusters'], 'resampled unit')})")
         if dec["paper"] is None:
-            lines.append(head + ("; the paper reports no such difference." if result.get("protocol", {}).get("claim", True)
+            lines.append(head + ("; the paper reports no such difference." if _claim(result)
                                  else ": measured on phantoms, no verdict on the paper's claim (that is about ACDC)."))
             continue
         word = {"reproduced": "**reproduced**: the interval lies above 0",
@@ -273,6 +273,11 @@ def verdict_lines(result: dict) -> list[str]:
             extra = f", though below the paper's {dec['paper']:+.1f}"
         lines.append(f"{head}: {word}{extra}.")
     return lines
+
+
+def _claim(result: dict) -> bool:
+    """Whether the record judges the paper's claim (``False``: phantoms, differences only)."""
+    return result.get("protocol", {}).get("claim", True)
 
 
 def _count(n: int, noun: str) -> str:
@@ -335,7 +340,7 @@ def fewshot_markdown(result: dict) -> str:
                             f"{100 * r['final_val_dice']:.1f} | {'–' if pc is None else f'{100 * pc:+.1f}'} | "
                             f"{r['n_train_images']} | {flag} |")
     out += ["", "Runs (validation subjects; every run trains to its budget and its final weights are tested)", "",
-            *runs, "", ("Verdict (rule stated in chapter 4 before the numbers):" if result.get("protocol", {}).get("claim", True)
+            *runs, "", ("Verdict (rule stated in chapter 4 before the numbers):" if _claim(result)
                         else "Differences (phantoms: no verdict on the paper's claim):"), "",
             *[f"- {v}" for v in result["verdict"]]]
     if result.get("external"):
