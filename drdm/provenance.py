@@ -90,7 +90,7 @@ def _clean(x):
 
 #: keys whose numbers (or ``{name: number}`` tables) time a run rather than measure its result: kept
 #: out of ``numbers`` (they differ between identical runs)
-TIMING_KEYS = ("wall_time_s", "wall_s", "images_per_s", "samples_per_s", "seconds", "pilot_seconds", "session_seconds")
+TIMING_KEYS = ("wall_time_s", "wall_s", "images_per_s", "samples_per_s", "seconds")
 
 
 def _split_timings(x, moved: dict, path: str):

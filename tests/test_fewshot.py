@@ -224,27 +224,7 @@ def test_pilot_budget_on_hand_made_curves():
 
 # ---------------------------------------------------------------- training
 
-def test_train_segmenter_keeps_the_best_weights_and_stops_after_patience():
-    from drdm.tasks.unet import train_segmenter
-    x = torch.rand(4, 1, 16, 16)
-    y = (x > 0.5).long()
-    scores = iter([0.1, 0.5, 0.3, 0.2, 0.9])
-    seen = []
-
-    def validate(model):
-        seen.append({k: v.clone() for k, v in model.state_dict().items()})
-        return next(scores)
-
-    m = train_segmenter(x, y, n_classes=2, steps=50, batch=2, features=(4, 8), validate=validate,
-                        eval_every=5, patience=2)
-    h = m.history
-    assert h["step"] == [5, 10, 15, 20] and h["steps_run"] == 20       # two checks without improvement
-    assert h["best_step"] == 10 and h["best_val"] == 0.5
-    assert all(torch.equal(v, seen[1][k]) for k, v in m.state_dict().items())
-    assert len(h["train_loss"]) == 4 and all(np.isfinite(h["train_loss"]))
-
-
-def test_train_segmenter_without_keep_best_keeps_the_final_weights_and_trains_every_step():
+def test_train_segmenter_keeps_the_final_weights_and_trains_every_step():
     from drdm.tasks.unet import train_segmenter
     x = torch.rand(4, 1, 16, 16)
     y = (x > 0.5).long()
@@ -256,10 +236,11 @@ def test_train_segmenter_without_keep_best_keeps_the_final_weights_and_trains_ev
         return next(scores)
 
     m = train_segmenter(x, y, n_classes=2, steps=22, batch=2, features=(4, 8), validate=validate,
-                        eval_every=5, patience=0, keep_best=False)
+                        eval_every=5)
     h = m.history
     assert h["step"] == [5, 10, 15, 20, 22] and h["steps_run"] == 22    # every interval and the last step
-    assert h["best_step"] == 10 and h["val"][-1] == 0.4                   # the curve is still recorded
+    assert h["best_step"] == 10 and h["best_val"] == 0.9 and h["val"][-1] == 0.4     # the curve, recorded
+    assert len(h["train_loss"]) == 5 and all(np.isfinite(h["train_loss"]))
     assert all(torch.equal(v, seen[-1][k]) for k, v in m.state_dict().items())          # the final weights
     assert not all(torch.equal(v, seen[1][k]) for k, v in m.state_dict().items())      # not the best ones
 

@@ -54,9 +54,9 @@ def cmd_fewshot(args) -> int:
         prot = apply_overrides(PROTOCOLS[f"phantom-{args.protocol}" if phantom else args.protocol], overrides(args.set))
     except ProfileOptionError as e:
         raise UsageError(str(e)) from None
-    checkpoint = args.checkpoint or ("phantom2d" if phantom else None)
-    if args.checkpoint is not None:
-        resolve_checkpoint(args.checkpoint)                                  # a one-line error when it is none
+    # resolved here, before the data load: a one-line error when it names no checkpoint
+    checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint is not None else (
+        "phantom2d" if phantom else None)
     records = phantom_cohort(prot) if phantom else data_records(args.data, args.data_dir)
     test_records = None if args.test_data_dir is None else data_records(args.data, args.test_data_dir)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -282,7 +282,7 @@ def _train(prot: FewShotProtocol, train_pool, val, test, *, seed: int, steps: in
     model = train_segmenter(train_pool[0], train_pool[1], n_classes=4, steps=steps, batch=prot.batch, lr=prot.lr,
                             lr_final=prot.lr_final, features=prot.features, norm=prot.norm, seed=seed,
                             device=device, loss=prot.loss, validate=validate, eval_every=prot.eval_every,
-                            patience=0, keep_best=False, progress=progress)
+                            progress=progress)
     rec = {"seed": seed, "steps": steps, "n_train_images": int(train_pool[0].shape[0]),
            "parameters": parameter_count(model), "history": model.history}
     if test is not None:
@@ -426,13 +426,14 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             "planned": [f"{n}_{m}_s{sd}" for n, m, sd in plan(prot, split) if m in methods and m not in skipped],
             "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history")} for p in ps]
                       for size, ps in pilots.items()},
-            "pilot_seconds": sum(p["wall_s"] for ps in pilots.values() for p in ps),
             "levels": {m: list(prot.levels(m)) for m in METHODS if m.startswith("drdm")},
             "labels": {m: prot.label(m) for m in METHODS},
             "settings": None if net is None else copy_params("drdm", prot, net=net)["settings"],
             "cache": {"bytes": cache.size_bytes(), "seconds": round(sum(v[1] for v in made.values()), 1),
                       "copies": {m: v[0] for m, v in made.items()}},
-            "session_seconds": round(time.perf_counter() - t_start, 1)}
+            # compute spent: the pilot's training and this invocation (timings: out of result comparisons)
+            "seconds": {"pilot": round(sum(p["wall_s"] for ps in pilots.values() for p in ps), 1),
+                        "session": round(time.perf_counter() - t_start, 1)}}
     return summarise(cells, info, external=external)
 
 

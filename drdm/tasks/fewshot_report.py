@@ -200,7 +200,7 @@ def summarise(cells: list[dict], info: dict, external: dict | None = None) -> di
               # compute spent (cells, copies, pilot): timings, which save_results files under provenance
               "wall_s": {_cell(c): c["wall_s"] for c in cells},
               "wall_time_s": round(sum(c["wall_s"] for c in cells) + info.get("cache", {}).get("seconds", 0.0)
-                                   + info.get("pilot_seconds", 0.0), 1)}
+                                   + info.get("seconds", {}).get("pilot", 0.0), 1)}
     done = {_cell(c) for c in cells}
     result["missing"] = [c for c in info.get("planned", []) if c not in done]
     result["complete"] = not result["missing"]

@@ -5,7 +5,6 @@ labelled-set size, the final weights tested; the validation score only records t
 """
 from __future__ import annotations
 
-import copy
 import math
 from typing import Callable, Sequence
 
@@ -138,7 +137,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
                     batch: int = 16, lr: float = 1e-3, lr_final: float = 0.1, features=(16, 32, 64, 128),
                     norm: str | None = None, seed: int = 0, device="cpu", loss: str = "bce",
                     validate: Callable[[nn.Module], float] | None = None, eval_every: int = 100,
-                    patience: int = 0, keep_best: bool = True, progress: bool = False) -> UNet:
+                    progress: bool = False) -> UNet:
     """Train a :class:`UNet` with Eq. 17 (``loss="bce"``) and Adam.
 
     The learning rate decays exponentially over ``steps`` (``gamma = lr_final ** (1 / steps)``
@@ -147,12 +146,12 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
     with ``sample_seed(seed, "unet-batches")``; the initial weights by one seeded with
     ``sample_seed(seed, "unet-init")`` (:mod:`drdm.seeds`; the global RNG is not used).
 
-    With ``validate`` (a function of the model in eval mode returning a score, higher is
-    better) the score is taken every ``eval_every`` steps and at the last step; the weights
-    with the best score are kept (``keep_best=False``: the final weights, the score only records
-    the learning curve), and ``patience > 0`` stops training after that many checks without
-    improvement. ``model.history`` holds ``step``, ``train_loss`` (mean since the
-    previous check), ``val``, ``best_step``, ``best_val`` and ``steps_run``.
+    Every run trains for ``steps`` and returns its final weights (no early stopping: the few-shot
+    protocol fixes the budget). With ``validate`` (a function of the model in eval mode returning a
+    score, higher is better) the score is taken every ``eval_every`` steps and at the last step, to
+    record the learning curve: ``model.history`` holds ``step``, ``train_loss`` (mean since the
+    previous check), ``val``, ``best_step`` and ``best_val`` (where the curve peaked; not used for
+    the weights) and ``steps_run``.
     """
     from ..fit import Every, fit, optimizer_step
     if loss not in LOSSES:
@@ -165,7 +164,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_final ** (1.0 / max(steps, 1)))
     g = torch.Generator().manual_seed(sample_seed(seed, "unet-batches"))
     hist = {"step": [], "train_loss": [], "val": [], "best_step": None, "best_val": None, "steps_run": 0}
-    state = {"best": None, "since_best": 0, "running": []}
+    state = {"running": []}
 
     def step(k):
         model.train()
@@ -186,17 +185,10 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
         hist["val"].append(score)
         state["running"] = []
         if hist["best_val"] is None or score > hist["best_val"]:
-            hist["best_val"], hist["best_step"], state["since_best"] = score, k, 0
-            if keep_best:
-                state["best"] = copy.deepcopy(model.state_dict())
-            return False
-        state["since_best"] += 1
-        return bool(patience) and state["since_best"] >= patience
+            hist["best_val"], hist["best_step"] = score, k
+        return False                                   # never stops early
 
     hooks = () if validate is None else (Every(eval_every, check),)
     hist["steps_run"] = fit(step, steps, hooks=hooks, progress=progress, desc="train U-Net", postfix="loss")
-    best_state = state["best"]
-    if best_state is not None:
-        model.load_state_dict(best_state)
     model.history = hist
     return model.eval()
