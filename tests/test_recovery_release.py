@@ -119,7 +119,8 @@ def test_the_fast_path_is_the_cpu_default_and_its_samples_ignore_batch_and_threa
 
 def test_one_copy_per_level_runs_the_levels_side_by_side_with_the_same_bits(monkeypatch):
     """Algorithm 3 at the release's schedule makes one copy per level: on the fast path two levels
-    run at once, one per thread, and give the copies a one-thread run makes one after another."""
+    run at once, one per thread, and give the copies a one-thread run makes one after another; a
+    lone copy, which runs on both threads, gives them too (the runner's claim, ``drdm.runner``)."""
     from drdm import sampling
     from drdm.grid import InputGrid
     net = DRDMNet(NetworkConfig(ndim=2), generator=torch.Generator().manual_seed(1)).eval()
@@ -141,12 +142,14 @@ def test_one_copy_per_level_runs_the_levels_side_by_side_with_the_same_bits(monk
         for k in (1, 2):
             torch.set_num_threads(k)
             out[k] = list(sampling.augment(net, image, label, (2, 3, 4), 1, grid=grid, seed=5))
+        alone = list(sampling.augment(net, image, label, (3,), 1, grid=grid, seed=5))    # 2 threads, inline
     finally:
         torch.set_num_threads(threads)
     assert [(c["level"], c["index"]) for c in out[2]] == [(2, 0), (3, 0), (4, 0)]
     assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
                and torch.equal(a["ddf"], b["ddf"]) for a, b in zip(out[1], out[2]))
     assert (2, True) in calls                      # at two threads, levels 2 and 3 ran side by side
+    assert calls[-1] == (1, True) and all(torch.equal(alone[0][k], out[1][1][k]) for k in ("image", "label", "ddf"))
 
 
 def test_table1_does_not_depend_on_batch():
