@@ -245,6 +245,25 @@ def test_train_segmenter_keeps_the_final_weights_and_trains_every_step():
     assert not all(torch.equal(v, seen[1][k]) for k, v in m.state_dict().items())      # not the best ones
 
 
+def test_train_segmenter_in_channels_last_does_the_same_arithmetic(monkeypatch):
+    """On CPU the 2-D U-Net trains channels-last (faster); the weights after a few Adam steps and
+    the predicted labels are those of the default layout up to summation order. (Without norms: a
+    convolution's bias before a batch norm has a zero gradient, whose rounding noise Adam scales to
+    a full step in either layout.)"""
+    from drdm.tasks import unet
+    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(3))
+    y = (x * 3).long().clamp(max=2)
+    kw = dict(n_classes=3, steps=4, batch=3, features=(4, 8), norm=None, seed=1)
+    fast = unet.train_segmenter(x, y, **kw)
+    assert fast.down[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(unet, "memory_format", lambda device, ndim: torch.contiguous_format)
+    plain = unet.train_segmenter(x, y, **kw)
+    assert not plain.down[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    for (name, a), b in zip(fast.state_dict().items(), plain.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), name
+    assert (unet.predict(fast, x) == unet.predict(plain, x)).float().mean() > 0.999
+
+
 # ---------------------------------------------------------------- cached copies
 
 def test_a_changed_checkpoint_regenerates_only_the_drdm_copies(tmp_path):

@@ -272,7 +272,7 @@ def pilot_budget(curves: list[dict], *, tolerance: float = 0.01, multiple: int =
 
 def _train(prot: FewShotProtocol, train_pool, val, test, *, seed: int, steps: int, device, progress=False):
     """One U-Net trained to ``steps``; its final weights scored on ``val`` (curve) and ``test``."""
-    from .unet import parameter_count, predict, train_segmenter
+    from .unet import memory_format, parameter_count, predict, train_segmenter
     t0 = time.perf_counter()
     vx, vy, vs = val
 
@@ -284,7 +284,8 @@ def _train(prot: FewShotProtocol, train_pool, val, test, *, seed: int, steps: in
                             device=device, loss=prot.loss, validate=validate, eval_every=prot.eval_every,
                             progress=progress)
     rec = {"seed": seed, "steps": steps, "n_train_images": int(train_pool[0].shape[0]),
-           "parameters": parameter_count(model), "history": model.history}
+           "parameters": parameter_count(model), "history": model.history,
+           "layout": str(memory_format(device, train_pool[0].dim() - 2)).removeprefix("torch.")}
     if test is not None:
         rec["test"] = subject_scores(predict(model, test[0]), test[1], test[2])
     rec["wall_s"] = round(time.perf_counter() - t0, 2)

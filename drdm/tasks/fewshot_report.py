@@ -199,6 +199,8 @@ def summarise(cells: list[dict], info: dict, external: dict | None = None) -> di
               "n_cells": len(cells),
               # compute spent (cells, copies, pilot): timings, which save_results files under provenance
               "wall_s": {_cell(c): c["wall_s"] for c in cells},
+              # the U-Net's memory layout (cells trained before it became channels-last on CPU have none)
+              "layout": {_cell(c): c.get("layout", "contiguous_format") for c in cells},
               "wall_time_s": round(sum(c["wall_s"] for c in cells) + info.get("cache", {}).get("seconds", 0.0)
                                    + info.get("seconds", {}).get("pilot", 0.0), 1)}
     done = {_cell(c) for c in cells}

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from ..network import default_init_, fan_in
 from ..seeds import sample_seed
 
-__all__ = ["UNet", "bce_loss", "dice_loss", "predict", "train_segmenter", "parameter_count"]
+__all__ = ["UNet", "bce_loss", "dice_loss", "memory_format", "predict", "train_segmenter", "parameter_count"]
 
 
 class UNet(nn.Module):
@@ -102,12 +102,20 @@ def bce_loss(logits: torch.Tensor, label: torch.Tensor, n_classes: int) -> torch
     return F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(1).mean()
 
 
+def memory_format(device, ndim: int):
+    """The layout a U-Net trains and predicts in: channels-last for 2-D on CPU (oneDNN's
+    convolutions run about 1.25x faster so at the few-shot protocol's size, 128^2 batch 8, 2
+    threads), else the default one. The same arithmetic: only the summation order may differ."""
+    return torch.channels_last if torch.device(device).type == "cpu" and ndim == 2 else torch.contiguous_format
+
+
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch: int = 32) -> torch.Tensor:
     """Label map ``(N, 1, *S)`` int64: the arg-max over the sigmoid channels."""
     model.eval()
     dev = next(model.parameters()).device
-    out = [model(images[i:i + batch].to(dev)).argmax(1, keepdim=True).cpu()
+    fmt = memory_format(dev, images.dim() - 2)
+    out = [model(images[i:i + batch].to(dev).contiguous(memory_format=fmt)).argmax(1, keepdim=True).cpu()
            for i in range(0, images.shape[0], batch)]
     return torch.cat(out)
 
@@ -158,8 +166,9 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     loss_fn = LOSSES[loss]
     device = torch.device(device)
+    fmt = memory_format(device, images.dim() - 2)
     model = UNet(images.dim() - 2, images.shape[1], n_classes, features, norm,
-                 generator=torch.Generator().manual_seed(sample_seed(seed, "unet-init"))).to(device)
+                 generator=torch.Generator().manual_seed(sample_seed(seed, "unet-init"))).to(device, memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=lr_final ** (1.0 / max(steps, 1)))
     g = torch.Generator().manual_seed(sample_seed(seed, "unet-batches"))
@@ -169,7 +178,7 @@ def train_segmenter(images: torch.Tensor, labels: torch.Tensor, *, n_classes: in
     def step(k):
         model.train()
         idx = torch.randint(0, images.shape[0], (min(batch, images.shape[0]),), generator=g)
-        x, y = images[idx].to(device), labels[idx].to(device)
+        x, y = images[idx].to(device).contiguous(memory_format=fmt), labels[idx].to(device)
         value = loss_fn(model(x), y, n_classes)
         optimizer_step(opt, value)
         sched.step()
