@@ -13,7 +13,9 @@ gpu profile's training steps for ``make gpu-check``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,6 +66,23 @@ def check_params(notebook: Path, params: dict) -> None:
                          f"it declares {sorted(declared)}")
 
 
+def _kernel_manager() -> dict:
+    """On POSIX, kernels that talk over Unix sockets (``ipc``) rather than TCP ports: two runs
+    started side by side (the reproducibility test) then cannot pick the same free port, which
+    once left one run waiting forever on the other's kernel."""
+    if os.name != "posix":
+        return {}
+    from jupyter_client import AsyncKernelManager
+    from traitlets import CaselessStrEnum
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        def _ip_default(self) -> str:           # sockets in a folder of this kernel's own
+            return os.path.join(tempfile.mkdtemp(prefix="drdm-kernel-"), "ipc")
+    return {"kernel_manager_class": IPCKernelManager}
+
+
 def main(argv=None) -> int:
     import papermill
 
@@ -91,7 +110,8 @@ def main(argv=None) -> int:
         print(f"[{label}] {stem} ...", flush=True)
         try:
             papermill.execute_notebook(str(src), str(out / f"{stem}.ipynb"), parameters=params,
-                                       kernel_name="python3", cwd=str(root), progress_bar=False)
+                                       kernel_name="python3", cwd=str(root), progress_bar=False,
+                                       **_kernel_manager())
         except papermill.PapermillExecutionError as e:
             print(f"error: {stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
             return 1
