@@ -66,10 +66,11 @@ def check_params(notebook: Path, params: dict) -> None:
                          f"it declares {sorted(declared)}")
 
 
-def _kernel_manager() -> dict:
+def _kernel_manager(folder: str) -> dict:
     """On POSIX, kernels that talk over Unix sockets (``ipc``) rather than TCP ports: two runs
     started side by side (the reproducibility test) then cannot pick the same free port, which
-    once left one run waiting forever on the other's kernel."""
+    once left one run waiting forever on the other's kernel. Each kernel's sockets live in a
+    fresh sub-folder of ``folder`` (two kernels sharing one collide); the caller removes it."""
     if os.name != "posix":
         return {}
     from jupyter_client import AsyncKernelManager
@@ -78,8 +79,8 @@ def _kernel_manager() -> dict:
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
 
-        def _ip_default(self) -> str:           # sockets in a folder of this kernel's own
-            return os.path.join(tempfile.mkdtemp(prefix="drdm-kernel-"), "ipc")
+        def _ip_default(self) -> str:
+            return os.path.join(tempfile.mkdtemp(prefix="k-", dir=folder), "ipc")
     return {"kernel_manager_class": IPCKernelManager}
 
 
@@ -98,24 +99,26 @@ def main(argv=None) -> int:
     todo = load_params(args.profile, root, args.overlay)
     out = root / args.out
     out.mkdir(parents=True, exist_ok=True)
-    for stem, params in todo.items():
-        if args.only and not any(o in stem for o in args.only):
-            continue
-        src = root / "notebooks" / f"{stem}.ipynb"
-        if args.results:
-            params = {**params, "out_dir": str(Path(args.results).resolve())}
-        check_params(src, params)
-        t0 = time.time()
-        label = "+".join([args.profile, *args.overlay])
-        print(f"[{label}] {stem} ...", flush=True)
-        try:
-            papermill.execute_notebook(str(src), str(out / f"{stem}.ipynb"), parameters=params,
-                                       kernel_name="python3", cwd=str(root), progress_bar=False,
-                                       **_kernel_manager())
-        except papermill.PapermillExecutionError as e:
-            print(f"error: {stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
-            return 1
-        print(f"[{label}] {stem} done in {time.time() - t0:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="drdm-k-") as sockets:
+        kernels = _kernel_manager(sockets)
+        for stem, params in todo.items():
+            if args.only and not any(o in stem for o in args.only):
+                continue
+            src = root / "notebooks" / f"{stem}.ipynb"
+            if args.results:
+                params = {**params, "out_dir": str(Path(args.results).resolve())}
+            check_params(src, params)
+            t0 = time.time()
+            label = "+".join([args.profile, *args.overlay])
+            print(f"[{label}] {stem} ...", flush=True)
+            try:
+                papermill.execute_notebook(str(src), str(out / f"{stem}.ipynb"), parameters=params,
+                                           kernel_name="python3", cwd=str(root), progress_bar=False,
+                                           **kernels)
+            except papermill.PapermillExecutionError as e:
+                print(f"error: {stem} failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
+                return 1
+            print(f"[{label}] {stem} done in {time.time() - t0:.0f} s", flush=True)
     return 0
 
 

@@ -1,10 +1,11 @@
 """The notebooks' parameter cells agree with the profile files (papermill only warns otherwise)."""
+import os
 from pathlib import Path
 
 import papermill
 import pytest
 
-from drdm.bookrun import check_params, load_params
+from drdm.bookrun import _kernel_manager, check_params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -30,3 +31,19 @@ def test_parameter_cell_defaults_are_the_ci_profile(nb):
 def test_unknown_parameter_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="unknown parameter"):
         check_params(NOTEBOOKS[0], {"seeed": 1})
+
+
+@pytest.mark.skipif(os.name != "posix", reason="ipc kernels are POSIX only")
+def test_book_run_kernels_talk_over_sockets_in_a_folder_of_their_own(tmp_path):
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(6 * 7)")])
+    src, dst, sockets = tmp_path / "in.ipynb", tmp_path / "out.ipynb", tmp_path / "sockets"
+    sockets.mkdir()
+    nbformat.write(nb, src)
+    manager = _kernel_manager(str(sockets))["kernel_manager_class"]
+    assert manager.class_traits()["transport"].default_value == "ipc"
+    papermill.execute_notebook(str(src), str(dst), kernel_name="python3", progress_bar=False,
+                               kernel_manager_class=manager)
+    assert nbformat.read(dst, as_version=4).cells[0].outputs[0]["text"] == "42\n"
+    kernel_folders = [p for p in sockets.iterdir() if p.name.startswith("k-")]
+    assert len(kernel_folders) == 1          # the kernel papermill ran made its own folder there
