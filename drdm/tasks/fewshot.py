@@ -430,7 +430,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             "levels": {m: list(prot.levels(m)) for m in METHODS if m.startswith("drdm")},
             "labels": {m: prot.label(m) for m in METHODS},
             "settings": None if net is None else copy_params("drdm", prot, net=net)["settings"],
-            "cache": {"bytes": cache.size_bytes(), "seconds": round(sum(v[1] for v in made.values()), 1),
+            "cache": {"bytes": cache.size_bytes(), "seconds": {m: round(v[1], 1) for m, v in made.items()},
                       "copies": {m: v[0] for m, v in made.items()}},
             # compute spent: the pilot's training and this invocation (timings: out of result comparisons)
             "seconds": {"pilot": round(sum(p["wall_s"] for ps in pilots.values() for p in ps), 1),

@@ -201,8 +201,8 @@ def summarise(cells: list[dict], info: dict, external: dict | None = None) -> di
               "wall_s": {_cell(c): c["wall_s"] for c in cells},
               # the U-Net's memory layout (cells trained before it became channels-last on CPU have none)
               "layout": {_cell(c): c.get("layout", "contiguous_format") for c in cells},
-              "wall_time_s": round(sum(c["wall_s"] for c in cells) + info.get("cache", {}).get("seconds", 0.0)
-                                   + info.get("seconds", {}).get("pilot", 0.0), 1)}
+              "wall_time_s": round(sum(c["wall_s"] for c in cells) + info.get("seconds", {}).get("pilot", 0.0)
+                                   + sum(info.get("cache", {}).get("seconds", {}).values()), 1)}
     done = {_cell(c) for c in cells}
     result["missing"] = [c for c in info.get("planned", []) if c not in done]
     result["complete"] = not result["missing"]
