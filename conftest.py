@@ -8,6 +8,8 @@ def pytest_configure(config):
     it applies however pytest is invoked, e.g. on one notebook.)"""
     import os
     import tempfile
+    from drdm.viz import BATCH_ENV
+    os.environ[BATCH_ENV] = "1"     # notebooks under nbval draw drdm.viz.explore's figure once, no widgets
     if not os.environ.get("DRDM_OUTPUT_ROOT"):
         config._drdm_output_root = tempfile.TemporaryDirectory(prefix="drdm-test-results-")
         os.environ["DRDM_OUTPUT_ROOT"] = config._drdm_output_root.name

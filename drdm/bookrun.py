@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from .provenance import repo_root
+from .viz import BATCH_ENV
 
 __all__ = ["load_params", "check_params", "main"]
 
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
     todo = load_params(args.profile, root, args.overlay)
     out = root / args.out
     out.mkdir(parents=True, exist_ok=True)
+    os.environ[BATCH_ENV] = "1"         # kernels inherit it: no widgets in unattended runs (viz.explore)
     with tempfile.TemporaryDirectory(prefix="drdm-k-") as sockets:
         kernels = _kernel_manager(sockets)
         for stem, params in todo.items():

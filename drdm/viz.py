@@ -1,13 +1,19 @@
 """Figures: deformation grids, Jacobian maps, field magnitudes (matplotlib)."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
 from . import spatial
 
 __all__ = ["checkerboard", "plot_grid", "plot_jacobian", "plot_magnitude", "show_image", "centre_sections",
-           "show_sections", "SECTIONS"]
+           "show_sections", "SECTIONS", "explore", "BATCH_ENV"]
+
+#: set to ``1`` where notebooks run unattended (``drdm.bookrun``, the test suite's nbval): :func:`explore`
+#: then draws its figure once instead of building widgets
+BATCH_ENV = "DRDM_BATCH"
 
 
 def checkerboard(shape, square: int = 8) -> torch.Tensor:
@@ -96,3 +102,21 @@ def show_sections(axes, volume, title: str | None = None, **kw):
         ax.imshow(sec, cmap=kw.get("cmap", "gray"), **{k: v for k, v in kw.items() if k != "cmap"})
         ax.set_axis_off()
         ax.set_title(f"{title}, {SECTIONS[j]}" if (title and j == 0) else SECTIONS[j], fontsize=8)
+
+
+def explore(show, **controls):
+    """Sliders over ``show``'s keyword arguments in a live notebook; one call at their values in a batch run.
+
+    ``controls`` are ipywidgets controls by argument name (e.g. ``level=IntSlider(30, 0, 79, 5)``). In a
+    live notebook this returns ``ipywidgets.interactive(show, **controls)``, which calls ``show``
+    again on every change. Where ``$DRDM_BATCH`` is ``1`` (set by :mod:`drdm.bookrun` and by the test
+    suite for nbval), it calls ``show`` once at the controls' values and returns ``None``:
+    nbclient, which papermill runs notebooks on, can wait forever on a cell that builds an
+    ``interact`` widget (jupyter/nbclient#312; the book's own runs hit it about once in five side by
+    side), and no one can move a slider there anyway.
+    """
+    if os.environ.get(BATCH_ENV) == "1":
+        show(**{name: w.value for name, w in controls.items()})
+        return None
+    import ipywidgets
+    return ipywidgets.interactive(show, **controls)

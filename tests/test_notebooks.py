@@ -47,3 +47,27 @@ def test_book_run_kernels_talk_over_sockets_in_a_folder_of_their_own(tmp_path):
     assert nbformat.read(dst, as_version=4).cells[0].outputs[0]["text"] == "42\n"
     kernel_folders = [p for p in sockets.iterdir() if p.name.startswith("k-")]
     assert len(kernel_folders) == 1          # the kernel papermill ran made its own folder there
+
+
+def test_explore_draws_once_in_batch_runs_and_builds_sliders_live(monkeypatch):
+    import ipywidgets
+    from drdm.viz import BATCH_ENV, explore
+    calls = []
+    controls = dict(level=ipywidgets.IntSlider(30, 0, 79, 5), seed=ipywidgets.IntSlider(2, 0, 20))
+    monkeypatch.setenv(BATCH_ENV, "1")
+    assert explore(lambda level, seed: calls.append((level, seed)), **controls) is None
+    assert calls == [(30, 2)]
+    monkeypatch.delenv(BATCH_ENV)
+    ui = explore(lambda level, seed: calls.append((level, seed)), **controls)
+    assert isinstance(ui, ipywidgets.interactive) and calls == [(30, 2), (30, 2)]
+    controls["level"].value = 55                 # a slider move calls show again
+    assert calls[-1] == (55, 2)
+
+
+def test_book_runs_and_the_test_suite_mark_their_kernels_as_batch(monkeypatch, tmp_path):
+    from drdm.bookrun import main
+    from drdm.viz import BATCH_ENV
+    assert os.environ.get(BATCH_ENV) == "1"      # root conftest: nbval kernels inherit it
+    monkeypatch.delenv(BATCH_ENV)
+    assert main(["--profile", "ci", "--only", "no-such-notebook", "--out", str(tmp_path)]) == 0
+    assert os.environ.get(BATCH_ENV) == "1"      # set before any kernel starts
