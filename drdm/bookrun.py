@@ -69,9 +69,10 @@ def check_params(notebook: Path, params: dict) -> None:
 
 def _kernel_manager(folder: str) -> dict:
     """On POSIX, kernels that talk over Unix sockets (``ipc``) rather than TCP ports: two runs
-    started side by side (the reproducibility test) then cannot pick the same free port, which
-    once left one run waiting forever on the other's kernel. Each kernel's sockets live in a
-    fresh sub-folder of ``folder`` (two kernels sharing one collide); the caller removes it."""
+    started side by side (the reproducibility test) then cannot both pick a port that was free
+    when each looked. (A side-by-side run that hung was first blamed on that; the hang was
+    nbclient's on widget cells, which :func:`drdm.viz.explore` avoids.) Each kernel's sockets live
+    in a fresh sub-folder of ``folder`` (two kernels sharing one collide); the caller removes it."""
     if os.name != "posix":
         return {}
     from jupyter_client import AsyncKernelManager
