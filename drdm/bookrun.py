@@ -87,8 +87,6 @@ def _kernel_manager(folder: str) -> dict:
 
 
 def main(argv=None) -> int:
-    import papermill
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--overlay", action="append", default=[], metavar="NAME",
@@ -101,7 +99,21 @@ def main(argv=None) -> int:
     todo = load_params(args.profile, root, args.overlay)
     out = root / args.out
     out.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get(BATCH_ENV)
     os.environ[BATCH_ENV] = "1"         # kernels inherit it: no widgets in unattended runs (viz.explore)
+    try:
+        return _run_all(args, todo, out, root)
+    finally:                            # the caller's environment as it was
+        if previous is None:
+            os.environ.pop(BATCH_ENV, None)
+        else:
+            os.environ[BATCH_ENV] = previous
+
+
+def _run_all(args, todo: dict, out: Path, root: Path) -> int:
+    """Execute each selected notebook of ``todo`` into ``out``; 1 at the first failing one."""
+    import papermill
+
     with tempfile.TemporaryDirectory(prefix="drdm-k-") as sockets:
         kernels = _kernel_manager(sockets)
         for stem, params in todo.items():

@@ -1,6 +1,7 @@
 """Figures: deformation grids, Jacobian maps, field magnitudes (matplotlib)."""
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -105,18 +106,24 @@ def show_sections(axes, volume, title: str | None = None, **kw):
 
 
 def explore(show, **controls):
-    """Sliders over ``show``'s keyword arguments in a live notebook; one call at their values in a batch run.
+    """Sliders over ``show``'s keyword arguments in a live notebook; one call at their defaults in a batch run.
 
-    ``controls`` are ipywidgets controls by argument name (e.g. ``level=IntSlider(30, 0, 79, 5)``). In a
-    live notebook this returns ``ipywidgets.interactive(show, **controls)``, which calls ``show``
-    again on every change. Where ``$DRDM_BATCH`` is ``1`` (set by :mod:`drdm.bookrun` and by the test
-    suite for nbval), it calls ``show`` once at the controls' values and returns ``None``:
-    nbclient, which papermill runs notebooks on, can wait forever on a cell that builds an
-    ``interact`` widget (jupyter/nbclient#312; the book's own runs hit it about once in five side by
-    side), and no one can move a slider there anyway.
+    ``controls`` are ipywidgets' abbreviations by argument name, e.g. ``level=(0, 79, 5)`` for an integer
+    slider from 0 to 79 in steps of 5; no widget is built until a live notebook asks for one. Each slider
+    starts at ``show``'s default for that argument, so every controlled argument needs one. In a live notebook this returns
+    ``ipywidgets.interactive(show, **controls)``, which calls ``show`` again on every change. Where
+    ``$DRDM_BATCH`` is ``1`` (set by :mod:`drdm.bookrun` and by the test suite for nbval), it calls
+    ``show()`` once at its defaults, builds no widget and returns ``None``: nbclient, which papermill
+    runs notebooks on, can wait forever on a cell that builds an ``interact`` widget
+    (jupyter/nbclient#312; the book's own runs hit it about once in five side by side), and no one can
+    move a slider there anyway.
     """
+    params = inspect.signature(show).parameters
+    missing = [n for n in controls if n not in params or params[n].default is inspect.Parameter.empty]
+    if missing:
+        raise TypeError(f"explore: show() needs a default for every control; none for {missing}")
     if os.environ.get(BATCH_ENV) == "1":
-        show(**{name: w.value for name, w in controls.items()})
+        show()
         return None
     import ipywidgets
     return ipywidgets.interactive(show, **controls)

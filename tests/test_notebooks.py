@@ -49,19 +49,26 @@ def test_book_run_kernels_talk_over_sockets_in_a_folder_of_their_own(tmp_path):
     assert len(kernel_folders) == 1          # the kernel papermill ran made its own folder there
 
 
-def test_explore_draws_once_in_batch_runs_and_builds_sliders_live(monkeypatch):
+def test_explore_draws_once_at_the_defaults_in_batch_runs_and_builds_sliders_live(monkeypatch):
     import ipywidgets
     from drdm.viz import BATCH_ENV, explore
     calls = []
-    controls = dict(level=ipywidgets.IntSlider(30, 0, 79, 5), seed=ipywidgets.IntSlider(2, 0, 20))
+
+    def show(level=30, seed=2):
+        calls.append((level, seed))
+
     monkeypatch.setenv(BATCH_ENV, "1")
-    assert explore(lambda level, seed: calls.append((level, seed)), **controls) is None
+    assert explore(show, level=(0, 79, 5), seed=(0, 20)) is None
     assert calls == [(30, 2)]
     monkeypatch.delenv(BATCH_ENV)
-    ui = explore(lambda level, seed: calls.append((level, seed)), **controls)
+    ui = explore(show, level=(0, 79, 5), seed=(0, 20))
     assert isinstance(ui, ipywidgets.interactive) and calls == [(30, 2), (30, 2)]
-    controls["level"].value = 55                 # a slider move calls show again
+    level = next(w for w in ui.kwargs_widgets if w.description == "level")
+    assert (level.value, level.min, level.max, level.step) == (30, 0, 79, 5)
+    level.value = 55                             # a slider move calls show again
     assert calls[-1] == (55, 2)
+    with pytest.raises(TypeError, match="default"):
+        explore(lambda level: None, level=(0, 79))  # a slider needs a value to start at, live or not
 
 
 def test_book_runs_and_the_test_suite_mark_their_kernels_as_batch(monkeypatch, tmp_path):
@@ -69,5 +76,8 @@ def test_book_runs_and_the_test_suite_mark_their_kernels_as_batch(monkeypatch, t
     from drdm.viz import BATCH_ENV
     assert os.environ.get(BATCH_ENV) == "1"      # root conftest: nbval kernels inherit it
     monkeypatch.delenv(BATCH_ENV)
-    assert main(["--profile", "ci", "--only", "no-such-notebook", "--out", str(tmp_path)]) == 0
-    assert os.environ.get(BATCH_ENV) == "1"      # set before any kernel starts
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda *a, **k: seen.append(os.environ.get(BATCH_ENV)))
+    assert main(["--profile", "ci", "--only", "01_noise", "--out", str(tmp_path)]) == 0
+    assert seen == ["1"]                         # set while the kernel starts, so it inherits it
+    assert BATCH_ENV not in os.environ           # and the caller's environment is left as it was
