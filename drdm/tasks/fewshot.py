@@ -22,7 +22,7 @@ before any number):
    record written atomically to ``<work>/cells/<run key>/<cell>.json`` with its weights beside it
    (``.pt``), so a killed run loses at most the cell it was training and a second test set can be
    scored later without training (:func:`score_external`).
-6. **Report**: :mod:`drdm.tasks.fewshot_report` (per-subject scores, two-way bootstrap, rule).
+6. **Report**: :mod:`drdm.tasks.fewshot_report` (per-subject scores, crossed t-intervals, rule).
 
 It is the book's one segmentation pipeline: :data:`PROTOCOLS` ``cpu`` (the recorded ACDC run), ``gpu``
 (paper scale) and ``ci`` run on labelled data; ``phantom-ci|cpu|gpu`` run chapter 4's live comparison

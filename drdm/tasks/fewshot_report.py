@@ -1,11 +1,12 @@
-"""The few-shot record: per-subject scores over replicates, two-way bootstrap intervals, flags, the
-stated decision rule, and the Markdown tables (:func:`summarise`).
+"""The few-shot record: per-subject scores over replicates, crossed t-intervals (subjects x labelled
+draws), flags, the stated decision rule, and the Markdown tables (:func:`summarise`).
 
 A *replicate* is one trained U-Net: a labelled set (``d0``, ``d1``, ... at the small size; ``large``)
 and a training seed. Every replicate scores every test subject, so a method's score for a subject is
 the mean over its replicates, and a difference between two methods is taken replicate by replicate
-(same labelled set, same seed) before :func:`drdm.stats.crossed_bootstrap` resamples subjects and
-labelled draws. The rule (:func:`drdm.stats.decide`): *reproduced* when the 95 % interval of the
+(same labelled set, same seed). Its interval, :func:`drdm.stats.crossed_interval`, is a t-interval
+over test subjects crossed with labelled draws (at the large size, which has one labelled set, with
+its training seeds: that interval holds the set fixed). The rule (:func:`drdm.stats.decide`): *reproduced* when the 95 % interval of the
 average-Dice difference lies above 0, *contradicted* when it lies below the paper's difference,
 otherwise *inconclusive*, printing the minimum detectable difference at 80 % power.
 """
@@ -16,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..stats import crossed_bootstrap, decide, summary
+from ..stats import crossed_bootstrap, crossed_interval, decide, summary
 from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 
 __all__ = ["FEWSHOT_METHODS", "subject_scores", "mean_dice", "set_size", "summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
@@ -132,17 +133,27 @@ def _subject_means(runs: list[dict], key: str = "test") -> dict:
 
 
 def _difference(runs_a: list[dict], runs_b: list[dict], subjects: list[str], value, key: str = "test") -> dict | None:
-    """Two-way bootstrap of ``value(a) - value(b)`` over subjects x paired replicates."""
+    """``value(a) - value(b)`` over subjects x paired replicates, with its crossed t-interval."""
     b_by = {(r["set"], r["seed"]): r for r in runs_b}
     pairs = [(ra, b_by[(ra["set"], ra["seed"])]) for ra in runs_a if (ra["set"], ra["seed"]) in b_by]
     if not pairs:
         return None
     d = np.array([[value(ra[key][s]) - value(rb[key][s]) for ra, rb in pairs] for s in subjects], float)
-    # small sets: a labelled draw is the unit of resampling; the large set has one, so its seeds are
+    # small sets: a labelled draw is the cluster; the large set has one, so its seeds are
     clusters = [ra["set"] if ra["set"] != "large" else f"s{ra['seed']}" for ra, _ in pairs]
-    res = crossed_bootstrap(100 * d, clusters)
+    res = crossed_interval(100 * d, clusters)
     if res is not None:
         res["pairs"] = [_cell(ra) for ra, _ in pairs]
+        # each draw's own mean difference: a per-structure difference is a finding only if every
+        # draw gives it the same sign (chapter 4's rule)
+        means = {c: float(np.nanmean(100 * d[:, [j for j, x in enumerate(clusters) if x == c]]))
+                 for c in dict.fromkeys(clusters)}
+        res["cluster_means"] = means
+        res["same_sign"] = len(means) > 1 and (all(v > 0 for v in means.values())
+                                               or all(v < 0 for v in means.values()))
+        # the rule's first interval, kept beside the one it uses (chapter 4: the revision)
+        boot = crossed_bootstrap(100 * d, clusters)
+        res["bootstrap"] = {"ci": boot["ci"], "se": boot["se"]}
     return res
 
 
@@ -192,7 +203,7 @@ def _block(cells: list[dict], key: str = "test") -> tuple[dict, dict]:
 
 def summarise(cells: list[dict], info: dict, external: dict | None = None) -> dict:
     """The recorded result: per set size and method, scores over test subjects (replicates averaged
-    per subject first), curves, flags, paired differences with two-way bootstrap intervals, the
+    per subject first), curves, flags, paired differences with crossed t-intervals, the
     verdict by the stated rule, the Markdown, and the external test set's table when given."""
     results, diffs = _block(cells)
     result = {"task": "fewshot_segmentation", **info, "results": results, "dice_difference": diffs,
@@ -260,7 +271,7 @@ def verdict_lines(result: dict) -> list[str]:
             continue
         head = (f"{label}: {d['mean']:+.1f} Dice points, 95 % interval [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over "
                 f"{d['n']} test subjects and {_count(d['replicates'], 'paired run')} "
-                f"({_count(d['clusters'], 'resampled unit')})")
+                f"({_units(dec['size'], d)})")
         if dec["paper"] is None:
             lines.append(head + ("; the paper reports no such difference." if _claim(result)
                                  else ": measured on phantoms, no verdict on the paper's claim (that is about ACDC)."))
@@ -282,12 +293,22 @@ def _claim(result: dict) -> bool:
     return result.get("protocol", {}).get("claim", True)
 
 
+def _units(size: str, d: dict) -> str:
+    """What an interval's clusters are, and its degrees of freedom."""
+    unit = _count(d["clusters"], "labelled draw" if size != "large" else "training seed of one labelled set")
+    return f"{unit}, t on {d['df']:.1f} degrees of freedom" if "df" in d else unit
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _ci(d: dict | None) -> str:
-    return "–" if d is None else f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]"
+def _ci(d: dict | None, mark: bool = False) -> str:
+    """``mean [lo, hi]``; with ``mark``, ✓ where every labelled draw gives the difference one sign."""
+    if d is None:
+        return "–"
+    tick = " ✓" if mark and d.get("same_sign") else ""
+    return f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]{tick}"
 
 
 def _label(result: dict, m: str) -> str:
@@ -314,14 +335,18 @@ def _score_table(result: dict, results: dict, title: str) -> list[str]:
 
 def _diff_table(result: dict, diffs: dict) -> list[str]:
     cols = [n for n, _ in STRUCTURES] + ["Average"]
-    out = ["| labelled | comparison | " + " | ".join(cols) + " | detectable (80 %) |", "|" + "---|" * (3 + len(cols))]
+    out = ["| labelled | comparison | " + " | ".join(cols) + " | t df | detectable (80 %) |",
+           "|" + "---|" * (4 + len(cols))]
     for size, rows in diffs.items():
         n = _n_labelled(result, size)
         for name, row in rows.items():
             a, b = name.split("_vs_")
-            mdd = "–" if row["average"] is None else f"{row['average']['mdd']:.1f}"
+            avg = row["average"]
+            mdd = "–" if avg is None else f"{avg['mdd']:.1f}"
+            df = "–" if avg is None or "df" not in avg else f"{avg['df']:.1f}"
             out.append(f"| {n} | {_label(result, a)} - {_label(result, b)} | "
-                       + " | ".join(_ci(row["average"] if c == "Average" else row[c]) for c in cols) + f" | {mdd} |")
+                       + " | ".join(_ci(avg if c == "Average" else row[c], mark=True) for c in cols)
+                       + f" | {df} | {mdd} |")
     return out
 
 
@@ -329,7 +354,9 @@ def fewshot_markdown(result: dict) -> str:
     """The recorded tables: scores, differences with intervals, runs and flags, verdict."""
     out = _score_table(result, result["results"], "Test subjects' scores (%; ASD in pixels of the protocol grid): mean over "
                                           "test subjects, each subject's score averaged over its runs first")
-    out += ["", "Dice differences (points), 95 % two-way bootstrap intervals (test subjects x labelled draws)", "",
+    out += ["", "Dice differences (points), 95 % crossed t-intervals (test subjects x labelled draws; at 20 subjects x "
+            "training seeds); t df: the interval's degrees of freedom; ✓: every labelled draw (at 20 subjects, "
+            "every seed) gives the difference the same sign", "",
             *_diff_table(result, result["dice_difference"])]
     runs = ["| labelled | cell | steps | final val Dice | val change, last fifth | training images | flag |",
             "|---|---|---|---|---|---|---|"]
