@@ -217,6 +217,8 @@ def test_load_acdc_official_layout(tmp_path):
 
 def test_load_acdc_h5_volumes_and_slices(tmp_path):
     image, label = _heart()
+    # 12 distinct slices, so a text sort (slice_10 before slice_2) cannot restack them right
+    image, label = np.concatenate([image, image[::-1]], axis=2), np.concatenate([label, label[::-1]], axis=2)
     vol = np.transpose(image, (2, 0, 1))                     # the h5 form stores (slices, H, W)
     lab = np.transpose(label, (2, 0, 1)).astype(np.uint8)
     with h5py.File(tmp_path / "patient001_frame01.h5", "w") as f:
@@ -226,13 +228,13 @@ def test_load_acdc_h5_volumes_and_slices(tmp_path):
         f.attrs["spacing"] = [10.0, 1.5, 1.5]
     sdir = tmp_path / "slices"
     sdir.mkdir()
-    for k in range(vol.shape[0]):                            # numbered from 1, stored in any order
+    for k in np.random.default_rng(0).permutation(vol.shape[0]):   # numbered from 1, written in any order
         with h5py.File(sdir / f"patient083_frame02_slice_{k + 1}.h5", "w") as f:
             f["image"], f["label"] = vol[k], lab[k]                # an empty slice label is allowed
     recs = data.load_acdc_h5(tmp_path)
     by = {r.subject: r for r in recs}
     assert len(recs) == 3
-    assert by["patient001"].image.shape == image.shape == (40, 36, 6)         # slices last, as NIfTI
+    assert by["patient001"].image.shape == image.shape == (40, 36, 12)        # slices last, as NIfTI
     assert by["patient001"].spacing == (1.0, 1.0, 1.0) and by["patient045"].spacing == (1.5, 1.5, 10.0)
     assert (by["patient001"].phase, by["patient045"].phase, by["patient083"].phase) == ("ED", None, "ES")
     assert by["patient045"].meta["frame"] == 12
@@ -240,10 +242,10 @@ def test_load_acdc_h5_volumes_and_slices(tmp_path):
     # the slice form restacks to exactly the volume form
     np.testing.assert_array_equal(by["patient083"].image, by["patient001"].image)
     np.testing.assert_array_equal(by["patient083"].label, by["patient001"].label)
-    assert by["patient083"].meta["slices"] == list(range(1, 7))
+    assert by["patient083"].meta["slices"] == list(range(1, 13))
     np.testing.assert_array_equal(by["patient001"].label, label)
     cut = data.slices([by["patient083"]], skip_empty=False)
-    assert len(cut) == 6 and np.array_equal(cut[2].image, vol[2])
+    assert len(cut) == 12 and np.array_equal(cut[2].image, vol[2]) and np.array_equal(cut[9].image, vol[9])
     bad = tmp_path / "patient009_frame01.h5"
     with h5py.File(bad, "w") as f:
         f["img"] = vol

@@ -549,6 +549,10 @@ def test_an_external_test_set_is_scored_from_the_saved_weights_without_training(
     assert sorted(scores) == sorted(p.stem for p in _cells(cell_dir))
     with pytest.raises(ValueError, match="no labelled slice"):
         FS.score_external(cell_dir, [], CI)
+    # the run's own subjects are not an external test set: refused before anything runs
+    with pytest.raises(ValueError, match="shares .* subject"):
+        FS.run_fewshot(ci_run["records"], "ci", work_dir=work, test_records=ci_run["records"][:2], **RUN)
+    assert _stamps(work) == stamps
 
 
 def test_drdm_is_skipped_with_a_reason_when_there_is_no_checkpoint(tmp_path, monkeypatch):

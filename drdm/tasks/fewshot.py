@@ -334,6 +334,12 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
     with num_threads(prot.threads):
         slices = prepare_slices(records, crop=prot.crop, size=prot.size, percentiles=prot.percentiles)
         split = split_slices(slices, prot)
+        if test_records is not None:
+            used = {*split["test"], *split["val"], *(x for v in split["sets"].values() for x in v)}
+            shared = sorted(used & {r.subject for r in test_records})
+            if shared:
+                raise ValueError(f"the external test set shares {len(shared)} subject(s) with this run's split "
+                                 f"(e.g. {', '.join(shared[:3])}): it must hold subjects the run never used")
         by_subject = {}
         for s in slices:
             by_subject.setdefault(s.subject, []).append(s)
