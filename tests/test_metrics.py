@@ -139,3 +139,28 @@ def test_negative_jacobian_pct_delegates_to_spatial():
     assert pct[0] == 0 and pct[1] == pytest.approx(100.0)
     torch.testing.assert_close(pct, 100 * spatial.negative_jacobian_fraction(u.double()))
     assert M.negative_jacobian_pct(u.numpy())[1] == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5, 6, 7, 9])
+def test_wall_thickness_of_a_band_is_its_width(width):
+    m = np.zeros((40, 48), bool)
+    m[10:10 + width, 5:40] = True
+    t = M.wall_thickness(m)
+    assert t.size >= 35                                          # the midline, end to end (on the 2x grid)
+    assert set(np.unique(t)) == {float(width)}
+
+
+def test_wall_thickness_of_a_ring_and_edge_cases():
+    yy, xx = np.mgrid[:96, :96]
+    r = np.hypot(yy - 47.5, xx - 47.5)
+    ring = (r >= 14) & (r < 21)                                  # a 7 px wall
+    t = M.wall_thickness(torch.from_numpy(ring))
+    assert 6.5 <= np.median(t) <= 7.5
+    thin = M.wall_thickness((r >= 14) & (r < 17))                # 3 px: half as thick
+    assert np.median(thin) < 0.6 * np.median(t)
+    assert M.wall_thickness(np.zeros((8, 8))).size == 0
+    edge = np.zeros((10, 10), bool)
+    edge[:, :3] = True                                           # outside the array counts as outside
+    assert set(np.unique(M.wall_thickness(edge))) == {3.0}
+    with pytest.raises(ValueError, match="2-D"):
+        M.wall_thickness(np.zeros((4, 4, 4)))
