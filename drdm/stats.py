@@ -105,8 +105,9 @@ MDD_FACTOR = 1.959964 + 0.841621
 
 
 def _cluster_table(d, clusters):
-    """``(d, sums, counts)``: ``d`` as ``(subjects, replicates)`` without all-NaN rows and columns, and
-    its per-(subject, cluster) sums and counts of the non-missing cells, ``(subjects, clusters)`` each."""
+    """``(d, sums, counts, names)``: ``d`` as ``(subjects, replicates)`` without all-NaN rows and columns,
+    its per-(subject, cluster) sums and counts of the non-missing cells, ``(subjects, clusters)`` each,
+    and the clusters' names in column order."""
     d = np.asarray(d, float)
     if d.ndim == 1:
         d = d[:, None]
@@ -116,10 +117,10 @@ def _cluster_table(d, clusters):
     d = d[~np.all(np.isnan(d), axis=1)]
     names = list(dict.fromkeys(clusters.tolist()))
     if not names:
-        return d, np.zeros((d.shape[0], 0)), np.zeros((d.shape[0], 0))
+        return d, np.zeros((d.shape[0], 0)), np.zeros((d.shape[0], 0)), names
     member = np.stack([clusters == c for c in names], axis=1).astype(float)      # replicates x clusters
     ok = ~np.isnan(d)
-    return d, np.where(ok, d, 0.0) @ member, ok.astype(float) @ member
+    return d, np.where(ok, d, 0.0) @ member, ok.astype(float) @ member, names
 
 
 def crossed_bootstrap(d, clusters=None, *, confidence: float = 0.95, n_resamples: int = 4000,
@@ -148,7 +149,7 @@ def crossed_bootstrap(d, clusters=None, *, confidence: float = 0.95, n_resamples
         ``{"mean", "ci", "se", "mdd", "confidence", "n", "replicates", "clusters"}``, or ``None`` with
         fewer than 2 subjects.
     """
-    d, sums, counts = _cluster_table(d, clusters)
+    d, sums, counts, _ = _cluster_table(d, clusters)
     if d.shape[0] < 2 or d.shape[1] == 0:
         return None
     n, k = sums.shape
@@ -183,12 +184,13 @@ def crossed_interval(d, clusters=None, *, confidence: float = 0.95) -> dict | No
 
     Returns:
         ``{"mean", "ci", "se", "df", "mdd", "confidence", "n", "replicates", "clusters",
-        "components": {"subjects", "between_clusters", "residual"} (variances), "method": "t"}``
+        "components": {"subjects", "between_clusters", "residual"} (variances), "cluster_means"
+        (each cluster's mean difference, by name), "method": "t"}``
         (``mdd``: the smallest difference a two-sided 5 % test detects at 80 % power,
         ``(t_0.975 + t_0.80) x se`` on ``df``), or ``None`` with fewer than 2 subjects.
     """
     from scipy.stats import t as student
-    d, sums, counts = _cluster_table(d, clusters)
+    d, sums, counts, names = _cluster_table(d, clusters)
     with np.errstate(invalid="ignore", divide="ignore"):
         table = sums / counts
     table = table[np.all(np.isfinite(table), axis=1)]
@@ -208,14 +210,15 @@ def crossed_interval(d, clusters=None, *, confidence: float = 0.95) -> dict | No
         terms = [(a * ms_s, n - 1), (c * ms_c, k - 1), ((1 - a - c) * ms_e, (n - 1) * (k - 1))]
         var = sum(t for t, _ in terms) / (n * k)
         df = (n * k * var) ** 2 / sum(t ** 2 / f for t, f in terms if t != 0) if var > 0 else n - 1
-        comps = {"subjects": max(ms_s - ms_e, 0.0) / k, "between_clusters": max(ms_c - ms_e, 0.0) / n,
+        comps = {"subjects": float(max(ms_s - ms_e, 0.0) / k), "between_clusters": float(max(ms_c - ms_e, 0.0) / n),
                  "residual": ms_e}
     se = float(np.sqrt(var))
     half = float(student.ppf(0.5 + confidence / 2, df)) * se
     mdd = float(student.ppf(0.975, df) + student.ppf(0.80, df)) * se
     return {"mean": mean, "ci": [mean - half, mean + half], "se": se, "df": float(df), "mdd": mdd,
             "confidence": confidence, "n": int(n), "replicates": int(d.shape[1]), "clusters": int(k),
-            "components": comps, "method": "t"}
+            "components": comps, "cluster_means": {str(c): float(v) for c, v in zip(names, table.mean(axis=0))},
+            "method": "t"}
 
 
 def interval_coverage(n_subjects: int, n_clusters: int, per_cluster: int, *, sd_subject: float,

@@ -152,3 +152,10 @@ def test_decide_follows_the_stated_rule_at_its_boundaries(ci, paper, expected):
 
 def test_decide_without_an_interval():
     assert decide(None, 8.5) == "not compared"
+
+
+def test_the_t_interval_keeps_each_clusters_mean_difference_by_name():
+    d = np.array([[1.0, 3.0, 10.0], [3.0, 5.0, 12.0]])
+    res = crossed_interval(d, ["d0", "d0", 7])
+    assert res["cluster_means"] == {"d0": pytest.approx(3.0), "7": pytest.approx(11.0)}
+    assert res["mean"] == pytest.approx(7.0)                     # the mean of the cluster means
