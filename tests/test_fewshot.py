@@ -594,6 +594,10 @@ def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsy
     capsys.readouterr()
     assert main(argv[:-2] + ["--methods", "none,mrbs"]) == 2
     assert "choose from" in capsys.readouterr().err
+    # a second test set needs a named dataset: a plain folder run names the flag's use, trains nothing
+    assert main(argv + ["--test-data-dir", str(tmp_path / "data")]) == 2
+    assert "--test-data-dir is for --data " in capsys.readouterr().err
+    assert _stamps(work) == stamps
 
 
 def test_fewshot_cli_runs_the_phantoms_through_the_same_pipeline(tmp_path, capsys):

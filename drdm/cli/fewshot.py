@@ -22,8 +22,9 @@ def add_arguments(p) -> None:
                                                      "cardiac phantoms, protocol phantom-<protocol>) (default acdc-h5)")
     p.add_argument("--data-dir", dest="data_dir", help="root of the dataset")
     p.add_argument("--test-data-dir", dest="test_data_dir",
-                   help="a second labelled test set of the same kind as --data: every finished cell's weights are "
-                        "scored on it without training, in a table of its own")
+                   help="a second labelled test set of the same dataset as --data (acdc-h5, acdc, mnms): every "
+                        "finished cell's weights are scored on it, in a table of its own (with --report-only, "
+                        "nothing is trained first)")
     p.add_argument("--protocol", choices=("ci", "cpu", "gpu"), default="cpu")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a protocol field, value in JSON (e.g. --set n_aug=4 --set 'budget={\"small\": 300, "
@@ -43,6 +44,7 @@ def cmd_fewshot(args) -> int:
     import logging
     from ..tasks import ProfileOptionError, write_outputs
     from ..tasks._common import apply_overrides
+    from ..data import DATASET_LOADERS
     from ..tasks.fewshot import METHODS, PROTOCOLS, phantom_cohort, run_fewshot
     if args.data == "thorax3d":
         raise UsageError("segmentation runs on 2-D cardiac data; --data thorax3d is for drdm experiment reg")
@@ -58,6 +60,9 @@ def cmd_fewshot(args) -> int:
     checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint is not None else (
         "phantom2d" if phantom else None)
     records = phantom_cohort(prot) if phantom else data_records(args.data, args.data_dir)
+    if args.test_data_dir is not None and args.data not in DATASET_LOADERS:
+        raise UsageError(f"--test-data-dir is for --data {'|'.join(DATASET_LOADERS)} (a second folder of that "
+                         f"dataset), not --data {args.data}")
     test_records = None if args.test_data_dir is None else data_records(args.data, args.test_data_dir)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = [a for a in sys.argv[1:] if a != "--report-only"]
