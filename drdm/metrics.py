@@ -255,9 +255,11 @@ def wall_thickness(mask) -> np.ndarray:
     The mask is upsampled 2x (each pixel to 2 x 2), so every wall is an even number of fine pixels
     wide; its midline is the fine pixels whose distance to the nearest outside pixel
     (``scipy.ndimage.distance_transform_edt``; outside the array counts as outside) is at least that
-    of all 8 neighbours. A wall of width w pixels is 2w fine pixels wide, and its midline pixels lie w
-    fine pixels from the outside, which is w pixels: exact for straight walls, within about half a
-    pixel on curved ones. Returns one value per midline pixel (empty for an empty mask).
+    of all 8 neighbours. A wall w pixels wide is 2w fine pixels wide, and its midline lies w fine
+    pixels from the outside: the distance in fine pixels is the width in pixels. Exact for walls
+    along the axes; about 0.1 px high on rasterised diagonal walls, within about half a pixel on
+    curved ones. Returns one value per fine midline pixel (about two per pixel of wall length; empty
+    for an empty mask).
     """
     a = np.asarray(_np(mask), bool)
     if a.ndim != 2:

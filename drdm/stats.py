@@ -111,6 +111,7 @@ def _cluster_table(d, clusters):
     d = np.asarray(d, float)
     if d.ndim == 1:
         d = d[:, None]
+    d = np.where(np.isfinite(d), d, np.nan)          # an infinite cell is a missing one
     keep = ~np.all(np.isnan(d), axis=0)
     d = d[:, keep]
     clusters = np.arange(d.shape[1]) if clusters is None else np.asarray(list(clusters))[keep]
@@ -139,10 +140,10 @@ def crossed_bootstrap(d, clusters=None, *, confidence: float = 0.95, n_resamples
     With few clusters this interval is too narrow: resampling k clusters sees (k - 1) / k of their
     variance and a percentile interval ignores how poorly k of them estimate it (at 3 labelled draws
     it covers a known difference about 80 % of the time where the draws vary as much as the subjects,
-    ``tests/test_stats.py``). :func:`crossed_interval` is the calibrated alternative.
+    ``tests/test_stats.py``). :func:`crossed_interval` covers better.
 
     Args:
-        d: ``(n_subjects, n_replicates)`` differences; NaN where a cell is missing.
+        d: ``(n_subjects, n_replicates)`` differences; NaN (or an infinite value) where a cell is missing.
         clusters: length ``n_replicates`` (default: every column its own cluster).
 
     Returns:
@@ -180,7 +181,14 @@ def crossed_interval(d, clusters=None, *, confidence: float = 0.95) -> dict | No
     t on about 2 degrees of freedom, as it must. Where the clusters hardly differ it approaches a
     t-interval over subjects. With one cluster the between-cluster variance cannot be estimated: the
     interval is then over subjects alone (``"between_clusters": None``) and says nothing about a redraw.
-    Missing cells are left out of their cluster's average; a subject missing a whole cluster is dropped.
+    Missing cells (NaN or infinite) are left out of their cluster's average; a subject missing a whole
+    cluster is dropped.
+
+    Coverage (``tests/test_stats.py``, chapter 4): about 0.90-0.95 at 3 clusters and 20 subjects,
+    about 0.87-0.95 at 2, where the percentile bootstrap gives about 0.76-0.96 at 3 (the lower
+    the more the clusters differ). With 2 clusters a
+    between-cluster variance estimated at 0 (``components["between_clusters"] == 0``) rests on one
+    degree of freedom: read such an interval as over subjects only.
 
     Returns:
         ``{"mean", "ci", "se", "df", "mdd", "confidence", "n", "replicates", "clusters",

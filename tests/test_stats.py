@@ -105,6 +105,9 @@ def test_at_three_labelled_draws_the_t_interval_covers_and_the_bootstrap_falls_s
     # where the draws agree both are close to nominal
     cov0 = interval_coverage(20, 3, 2, sd_subject=1.0, sd_cluster=0.0, sd_noise=0.7, n_sim=300, seed=12)
     assert min(cov0.values()) >= 0.9, cov0
+    # 2 clusters (the 20-subject set's seeds): both run short, the bootstrap more (measured ~0.87 and ~0.7)
+    cov2 = interval_coverage(20, 2, 2, sd_subject=1.0, sd_cluster=1.0, sd_noise=0.7, n_sim=300, seed=13)
+    assert cov2["t"] >= 0.82 and cov2["bootstrap"] <= cov2["t"] - 0.06, cov2
 
 
 def test_the_t_interval_estimates_the_variance_components_and_their_degrees_of_freedom():
@@ -159,3 +162,18 @@ def test_the_t_interval_keeps_each_clusters_mean_difference_by_name():
     res = crossed_interval(d, ["d0", "d0", 7])
     assert res["cluster_means"] == {"d0": pytest.approx(3.0), "7": pytest.approx(11.0)}
     assert res["mean"] == pytest.approx(7.0)                     # the mean of the cluster means
+
+
+def test_the_t_interval_on_missing_cells_constant_tables_and_json():
+    import json
+    d = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, np.nan, 4.0, 5.0], [3.0, 4.0, np.inf, 6.0], [0.0, 1.0, 2.0, 3.0]])
+    res = crossed_interval(d, ["a", "a", "b", "b"])
+    # the infinite cell counts as missing: subject 2 keeps one cell in each cluster; none is dropped
+    assert res["n"] == 4 and res["clusters"] == 2
+    assert res["cluster_means"]["a"] == pytest.approx(np.mean([1.5, 2.0, 3.5, 0.5]))
+    d[2, 0] = d[2, 1] = np.nan                                   # subject 2 now misses cluster a entirely
+    res = crossed_interval(d, ["a", "a", "b", "b"])
+    assert res["n"] == 3
+    json.dumps(res)                                              # plain numbers and string keys only
+    flat = crossed_interval(np.full((5, 4), 2.5), ["a", "a", "b", "b"])
+    assert flat["ci"] == [2.5, 2.5] and flat["df"] == 4 and flat["se"] == 0.0

@@ -51,6 +51,9 @@ def cmd_fewshot(args) -> int:
     bad = sorted(set(args.methods or ()) - set(METHODS))
     if bad:
         raise UsageError(f"--methods {','.join(bad)}: not a segmentation method; choose from {','.join(METHODS)}")
+    if args.test_data_dir is not None and args.data not in DATASET_LOADERS:
+        raise UsageError(f"--test-data-dir is for --data {'|'.join(DATASET_LOADERS)} (a second folder of that "
+                         f"dataset), not --data {args.data}")
     phantom = args.data == "phantom"
     try:
         prot = apply_overrides(PROTOCOLS[f"phantom-{args.protocol}" if phantom else args.protocol], overrides(args.set))
@@ -60,9 +63,6 @@ def cmd_fewshot(args) -> int:
     checkpoint = resolve_checkpoint(args.checkpoint) if args.checkpoint is not None else (
         "phantom2d" if phantom else None)
     records = phantom_cohort(prot) if phantom else data_records(args.data, args.data_dir)
-    if args.test_data_dir is not None and args.data not in DATASET_LOADERS:
-        raise UsageError(f"--test-data-dir is for --data {'|'.join(DATASET_LOADERS)} (a second folder of that "
-                         f"dataset), not --data {args.data}")
     test_records = None if args.test_data_dir is None else data_records(args.data, args.test_data_dir)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     argv = [a for a in sys.argv[1:] if a != "--report-only"]
