@@ -292,7 +292,12 @@ def _claim(result: dict) -> bool:
 def _units(size: str, d: dict) -> str:
     """What an interval's clusters are, and its degrees of freedom."""
     unit = _count(d["clusters"], "labelled draw" if size != "large" else "training seed of one labelled set")
-    return f"{unit}, t on {d['df']:.1f} degrees of freedom" if "df" in d else unit
+    if "df" not in d:
+        return unit
+    out = f"{unit}, t on {d['df']:.1f} degrees of freedom"
+    if d["clusters"] > 1 and (d.get("components") or {}).get("between_clusters") == 0:
+        out += "; their variance estimated at 0, so the interval is in effect over subjects alone"
+    return out
 
 
 def _count(n: int, noun: str) -> str:
