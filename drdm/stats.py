@@ -169,7 +169,7 @@ def crossed_bootstrap(d, clusters=None, *, confidence: float = 0.95, n_resamples
             "confidence": confidence, "n": int(n), "replicates": int(d.shape[1]), "clusters": int(k)}
 
 
-def crossed_interval(d, clusters=None, *, confidence: float = 0.95) -> dict | None:
+def crossed_interval(d, clusters=None, *, confidence: float = 0.95, bootstrap: bool = False) -> dict | None:
     """Mean of paired differences on crossed (test subject x replicate) cells with a t-interval that
     counts both sources of variance: the one the few-shot record's verdict uses.
 
@@ -195,9 +195,12 @@ def crossed_interval(d, clusters=None, *, confidence: float = 0.95) -> dict | No
         "components": {"subjects", "between_clusters", "residual"} (variances), "cluster_means"
         (each cluster's mean difference, by name), "method": "t"}``
         (``mdd``: the smallest difference a two-sided 5 % test detects at 80 % power,
-        ``(t_0.975 + t_0.80) x se`` on ``df``), or ``None`` with fewer than 2 subjects.
+        ``(t_0.975 + t_0.80) x se`` on ``df``), or ``None`` with fewer than 2 subjects. With
+        ``bootstrap``, also ``"bootstrap": {"ci", "se"}`` of :func:`crossed_bootstrap` on the same cells
+        (the records keep it beside the interval their rule uses).
     """
     from scipy.stats import t as student
+    raw = d
     d, sums, counts, names = _cluster_table(d, clusters)
     with np.errstate(invalid="ignore", divide="ignore"):
         table = sums / counts
@@ -223,10 +226,14 @@ def crossed_interval(d, clusters=None, *, confidence: float = 0.95) -> dict | No
     se = float(np.sqrt(var))
     half = float(student.ppf(0.5 + confidence / 2, df)) * se
     mdd = float(student.ppf(0.975, df) + student.ppf(0.80, df)) * se
-    return {"mean": mean, "ci": [mean - half, mean + half], "se": se, "df": float(df), "mdd": mdd,
+    out = {"mean": mean, "ci": [mean - half, mean + half], "se": se, "df": float(df), "mdd": mdd,
             "confidence": confidence, "n": int(n), "replicates": int(d.shape[1]), "clusters": int(k),
             "components": comps, "cluster_means": {str(c): float(v) for c, v in zip(names, table.mean(axis=0))},
             "method": "t"}
+    if bootstrap:
+        boot = crossed_bootstrap(raw, clusters)
+        out["bootstrap"] = {"ci": boot["ci"], "se": boot["se"]}
+    return out
 
 
 def interval_coverage(n_subjects: int, n_clusters: int, per_cluster: int, *, sd_subject: float,

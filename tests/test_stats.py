@@ -177,3 +177,12 @@ def test_the_t_interval_on_missing_cells_constant_tables_and_json():
     json.dumps(res)                                              # plain numbers and string keys only
     flat = crossed_interval(np.full((5, 4), 2.5), ["a", "a", "b", "b"])
     assert flat["ci"] == [2.5, 2.5] and flat["df"] == 4 and flat["se"] == 0.0
+
+
+def test_the_t_interval_can_carry_the_bootstrap_of_the_same_cells():
+    d = np.random.default_rng(5).normal(size=(10, 4))
+    d[:, 1] = np.nan                                             # a dropped column must not shift the clusters
+    res = crossed_interval(d, ["a", "a", "b", "b"], bootstrap=True)
+    boot = crossed_bootstrap(d, ["a", "a", "b", "b"])
+    assert res["bootstrap"] == {"ci": boot["ci"], "se": boot["se"]}
+    assert "bootstrap" not in crossed_interval(d, ["a", "a", "b", "b"])

@@ -20,7 +20,7 @@ and ES frames (same slice, both directions) and score the warped expert labels. 
    and then fine-tuned as the real-only row. Every row for each of ``seeds``.
 4. **Scores** per test pair: Dice, ASD and HD95 (pixels of the ``size`` grid) of LV, RV and myocardium
    of the moving labels warped by the predicted field, |J|<0 per mille, mean |u|; pairs averaged per
-   subject first; intervals by :func:`drdm.stats.crossed_bootstrap` over test subjects x seeds.
+   subject first; intervals by :func:`drdm.stats.crossed_interval` over test subjects x seeds.
 
 Every unit (lambda trial, pretraining, row x seed) is written atomically under
 ``<work>/cells/<run key>/`` with its weights, so a killed run resumes where it stopped.

@@ -13,7 +13,7 @@ import torch
 
 from .. import metrics, spatial
 from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
-from ..stats import crossed_bootstrap, crossed_interval, summary
+from ..stats import crossed_interval, summary
 
 __all__ = ["ROWS", "row_key", "pair_scores", "subject_means", "magnitude", "summarise", "baseline_check", "decide_synthesis", "edes_verdict", "edes_markdown", "PAPER_DIFF",
            "ROW_NAMES", "BASELINE_GAIN", "BASELINE_FOLD"]
@@ -91,11 +91,7 @@ def summarise(results: dict[str, list[dict]], info: dict) -> dict:
                 rb = [rb[0]] * len(ra)
             cols = list(zip(ra, rb))
             d = np.array([[100 * (x["test"][s]["dice"] - y["test"][s]["dice"]) for x, y in cols] for s in subjects])
-            seeds = [x["seed"] for x, _ in cols]
-            diffs[f"{a} vs {b}"] = crossed_interval(d, seeds)
-            if diffs[f"{a} vs {b}"] is not None:             # the rule's first interval, for the record
-                boot = crossed_bootstrap(d, seeds)
-                diffs[f"{a} vs {b}"]["bootstrap"] = {"ci": boot["ci"], "se": boot["se"]}
+            diffs[f"{a} vs {b}"] = crossed_interval(d, [x["seed"] for x, _ in cols], bootstrap=True)
     result = {"task": "edes_registration", **info, "rows": rows, "dice_difference": diffs}
     result["baseline"] = baseline_check(result)
     result["verdict"] = edes_verdict(result)
