@@ -398,14 +398,14 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
                 budget[size] = pilot_budget([p["history"] for p in pilots[size]], minimum=prot.min_budget,
                                             multiple=max(1, min(500, prot.pilot_steps // 6)), margin=BUDGET_MARGIN,
                                             cap=prot.pilot_steps)
-        cells, superseded = [], [p.name for p in sorted((cell_dir / "superseded").glob("*.json"))]
+        cells = []
         for set_name, m, seed in plan(prot, split):
             if m not in methods or m in skipped or set_size(set_name) not in budget:
                 continue
             path = cell_dir / f"{set_name}_{m}_s{seed}.json"
             rec = json.loads(path.read_text()) if path.is_file() else None
             if rec is not None and rec["steps"] != budget[set_size(set_name)]:
-                superseded.append(_supersede(path))                 # trained to another budget: set aside
+                _supersede(path)                                    # trained to another budget: set aside
                 rec = None
             if rec is None and room():
                 items = pick(split["sets"][set_name])
@@ -420,7 +420,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             if rec is not None:
                 cells.append(rec)
         external = None if test_records is None else score_external(cell_dir, test_records, prot, device=dev)
-        made = {}
+        made, superseded = {}, {q.stem: json.loads(q.read_text()) for q in sorted(cell_dir.glob("superseded/*.json"))}
         for m in methods:
             if m != "none" and m not in skipped:
                 made[m] = cache.recorded(augmenter(m), pick(split["sets"]["large"]),
@@ -432,9 +432,8 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             "myo_thickness_px": _myo_thickness(slices),
             "drdm_checkpoint_sha256": sha, "budget": budget,
             "budget_rule": {"tolerance": 0.01, "margin": BUDGET_MARGIN, "cap": prot.pilot_steps},
-            "superseded": superseded,
-            "superseded_runs": {q.stem: {k: r[k] for k in ("steps", "history")} for q in
-                                sorted((cell_dir / "superseded").glob("*.json")) if (r := json.loads(q.read_text()))},
+            "superseded": [f"{name}.json" for name in superseded],
+            "superseded_runs": {name: {k: r[k] for k in ("steps", "history")} for name, r in superseded.items()},
             "planned": [f"{n}_{m}_s{sd}" for n, m, sd in plan(prot, split) if m in methods and m not in skipped],
             "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history")} for p in ps]
                       for size, ps in pilots.items()},
