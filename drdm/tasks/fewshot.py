@@ -405,7 +405,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             path = cell_dir / f"{set_name}_{m}_s{seed}.json"
             rec = json.loads(path.read_text()) if path.is_file() else None
             if rec is not None and rec["steps"] != budget[set_size(set_name)]:
-                _supersede(path)                                    # trained to another budget: set aside
+                _supersede(path)                        # trained to another budget: set aside
                 rec = None
             if rec is None and room():
                 items = pick(split["sets"][set_name])
@@ -448,14 +448,13 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
     return summarise(cells, info, external=external)
 
 
-def _supersede(path: Path) -> str:
-    """Move a cell (record and weights) trained to another budget into ``superseded/``; its name."""
+def _supersede(path: Path) -> None:
+    """Move a cell (record and weights) trained to another budget into ``superseded/``."""
     dest = path.parent / "superseded"
     dest.mkdir(exist_ok=True)
     for p in (path.with_suffix(".pt"), path):
         if p.is_file():
             p.replace(dest / p.name)
-    return path.name
 
 
 def _train_pool(cache, method, items, prot, net, sha, device, progress):

@@ -288,8 +288,9 @@ def _claim(result: dict) -> bool:
 
 def _units(size: str, d: dict) -> str:
     """What an interval's clusters are, and its degrees of freedom."""
-    unit = (_count(d["clusters"], "labelled draw") if size != "large"
-            else _count(d["clusters"], "training seed") + " of one labelled set")
+    large = size == "large"
+    unit = _count(d["clusters"], "training seed" if large else "labelled draw")
+    unit += " of one labelled set" if large else ""
     if "df" not in d:
         return unit
     out = f"{unit}, t on {d['df']:.1f} degrees of freedom"
