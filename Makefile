@@ -51,9 +51,12 @@ fidelity: $(STAMP)
 	$(PY) -m drdm.fidelity --chaos
 
 # the recorded few-shot segmentation run, Table 2 on ACDC (chapter 4, results/cpu/segmentation_acdc.*): needs
-# ../shared/data/acdc_slices; about 15 h on 2 cores, resumable (cells, weights and copies stay in runs/fewshot)
+# ../shared/data/acdc_slices; about 15 h on 2 cores, resumable (cells, weights and copies stay in runs/fewshot;
+# a lost runs/fewshot gets its finished cells back from the committed record, so only copies are remade)
+FEWSHOT_RECORD := results/cpu/segmentation_acdc.json
 fewshot: $(STAMP)
-	$(VENV)/bin/drdm fewshot --data acdc-h5 --data-dir ../shared/data/acdc_slices --protocol cpu
+	$(VENV)/bin/drdm fewshot --data acdc-h5 --data-dir ../shared/data/acdc_slices --protocol cpu \
+		$(if $(wildcard $(FEWSHOT_RECORD)),--restore $(FEWSHOT_RECORD))
 
 # Table 3 on cardiac MRI: ACDC ED<->ES registration, VoxelMorph on real pairs, DRDM and MRBS synthetic
 # pretraining (chapter 5, results/cpu/registration_acdc.*): needs ../shared; resumable (runs/edes)

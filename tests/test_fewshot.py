@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -514,6 +515,44 @@ def test_a_run_killed_and_resumed_in_steps_gives_the_table_of_one_uninterrupted_
     assert resumed["markdown"] == whole["markdown"]           # no wall-clock in the tables
 
 
+def test_a_lost_work_folder_is_rebuilt_from_the_saved_record_without_training(ci_run, tmp_path):
+    """The saved record alone (rounded, timings moved to provenance) gives back every cell and pilot: a
+    report-only run on an empty folder then has the uninterrupted run's table, and trains nothing."""
+    from drdm.provenance import save_results
+    whole = ci_run["result"]
+    saved = json.loads(save_results("segmentation_folder", whole, profile="ci", seed=0, device="cpu",
+                                    wall_time_s=whole["wall_time_s"], out_dir=tmp_path / "out").read_text())
+    work = tmp_path / "lost"
+    res = FS.run_fewshot(ci_run["records"], "ci", work_dir=work, stop_after=0, restore=saved, **RUN)
+    cell_dir = work / "cells" / whole["run_key"]
+    # every record back (4 pilots, 7 cells), no weights: nothing was trained, no copy made
+    assert sorted(p.name for p in cell_dir.iterdir()) == sorted(p.name for p in ci_run["cell_dir"].glob("*.json"))
+    assert not [p for p in work.rglob("*") if p.is_file() and "cells" not in p.relative_to(work).parts]
+    assert res["n_cells"] == whole["n_cells"] == 7 and res["budget"] == whole["budget"]
+    assert res["restored"] == sorted(whole["cells"]) and "Restored from the committed record" in res["markdown"]
+    assert res["wall_s"] == pytest.approx(whole["wall_s"], abs=0.01)
+    for size, block in whole["results"].items():
+        for m, r in block.items():
+            got = res["results"][size][m]
+            assert got["per_replicate"] == pytest.approx(r["per_replicate"], abs=1e-6), (size, m)
+            assert got["curves"] == r["curves"] or all(
+                a["val"] == pytest.approx(b["val"], abs=1e-6) for a, b in zip(got["curves"], r["curves"]))
+    for size, row in whole["dice_difference"].items():
+        for comp, d in row.items():
+            if d["average"] is not None:
+                assert res["dice_difference"][size][comp]["average"]["ci"] == pytest.approx(d["average"]["ci"],
+                                                                                          abs=1e-3)
+    # a second restore writes nothing; the finished cells in the folder are kept as they are
+    stamps = _stamps(work)
+    FS.run_fewshot(ci_run["records"], "ci", work_dir=work, stop_after=0, restore=saved, **RUN)
+    assert _stamps(work) == stamps
+    # a record of another run (protocol or data) is refused before anything is written
+    other = {**saved, "numbers": {**saved["numbers"], "run_key": "0123456789ab"}}
+    with pytest.raises(ValueError, match="run key '0123456789ab'"):
+        FS.run_fewshot(ci_run["records"], "ci", work_dir=tmp_path / "other", stop_after=0, restore=other, **RUN)
+    assert not (tmp_path / "other" / "cells" / whole["run_key"]).exists()
+
+
 def test_an_external_test_set_is_scored_from_the_saved_weights_without_training(ci_run, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(ci_run["work"], work)
@@ -572,7 +611,7 @@ def test_drdm_is_skipped_with_a_reason_when_there_is_no_checkpoint(tmp_path, mon
         FS.run_fewshot(_records(6), prot, work_dir=tmp_path, methods=("none", "mrbs"))
 
 
-def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsys):
+def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsys, monkeypatch):
     from drdm.cli import main
     _write_pairs(tmp_path / "data", n_subjects=6)
     argv = ["fewshot", "--data", str(tmp_path / "data"), "--protocol", "ci", "--methods", "none,bigaug",
@@ -598,6 +637,18 @@ def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsy
     assert main(argv + ["--test-data-dir", str(tmp_path / "data")]) == 2
     assert "--test-data-dir is for --data " in capsys.readouterr().err
     assert _stamps(work) == stamps
+    # the work folder lost: --restore takes its cells back from the written record, trains nothing, and the
+    # record's command stays the run's own
+    shutil.rmtree(work)
+    restore = argv + ["--restore", str(out), "--report-only"]
+    monkeypatch.setattr(sys, "argv", ["drdm", *restore])
+    assert main(restore) == 0
+    doc = json.loads(out.read_text())["numbers"]
+    assert doc["n_cells"] == 5 and len(doc["restored"]) == 5
+    assert doc["command"] == "drdm " + " ".join(argv)
+    assert not list(work.rglob("*.pt"))
+    assert main(argv + ["--restore", str(tmp_path / "nothing.json")]) == 2
+    assert "not a readable record" in capsys.readouterr().err
 
 
 def test_fewshot_cli_runs_the_phantoms_through_the_same_pipeline(tmp_path, capsys):

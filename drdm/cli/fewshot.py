@@ -1,8 +1,10 @@
 """``drdm fewshot``: the few-shot segmentation experiment with converged U-Nets, resumable."""
 from __future__ import annotations
 
+import json
 import shlex
 import sys
+from pathlib import Path
 
 from .common import DATASETS, UsageError, data_records, overrides, resolve_checkpoint
 
@@ -34,6 +36,10 @@ def add_arguments(p) -> None:
     p.add_argument("--checkpoint", help="DRDM checkpoint: a .pth or a shipped name (default: the release's 2-D "
                                         "weights from ../shared; phantom2d for --data phantom)")
     p.add_argument("--work", default="runs/fewshot", help="cells and cached copies (default runs/fewshot)")
+    p.add_argument("--restore", metavar="RECORD",
+                   help="a saved record of this run (e.g. results/cpu/segmentation_acdc.json): the finished cells "
+                        "and pilots it carries are written back into --work where missing (without their weights), "
+                        "so a lost work folder does not mean training them again")
     p.add_argument("--report-only", dest="report_only", action="store_true",
                    help="train nothing: write the record from the cells finished so far")
     p.add_argument("--device", default="auto")
@@ -64,13 +70,21 @@ def cmd_fewshot(args) -> int:
         "phantom2d" if phantom else None)
     records = phantom_cohort(prot) if phantom else data_records(args.data, args.data_dir)
     test_records = None if args.test_data_dir is None else data_records(args.data, args.test_data_dir)
+    restore = None
+    if args.restore is not None:
+        try:
+            restore = json.loads(Path(args.restore).read_text())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--restore {args.restore}: not a readable record ({e})") from None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    argv = [a for a in sys.argv[1:] if a != "--report-only"]
+    # the run's command: neither --report-only nor --restore changes what it trains
+    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--report-only" and not a.startswith("--restore")
+            and sys.argv[i] != "--restore"]
     command = "drdm " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["fewshot"] else None
     try:
         result = run_fewshot(records, prot, work_dir=args.work, methods=args.methods or METHODS,
                              checkpoint=checkpoint, device=args.device, command=command, test_records=test_records,
-                             stop_after=0 if args.report_only else None)
+                             stop_after=0 if args.report_only else None, restore=restore)
     except ValueError as e:                          # a split the data cannot fill, a level out of range
         raise UsageError(str(e)) from None
     name = {"phantom": "segmentation", "mnms": "segmentation_mnms", "acdc": "segmentation_acdc",

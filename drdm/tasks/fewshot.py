@@ -10,10 +10,9 @@ before any number):
    copies reuse the draws'. Both frames of every subject. No subject in two roles.
 2. **Slices** (:func:`drdm.data.crops.prepare_slices`): centre crop, resize, per-slice
    normalisation.
-3. **Copies** (:class:`~drdm.tasks.augcache.AugCache`): ``n_aug`` per labelled slice and method,
-   made once and reused by every seed and labelled set. ``drdm`` is Algorithm 3 with the release's
-   weights in the release setting at the release script's dose (:func:`release_levels`);
-   ``drdm_low`` the same at ``low_levels``.
+3. **Copies** (:class:`~drdm.tasks.augcache.AugCache`): ``n_aug`` per labelled slice and method, made
+   once, reused by every seed and set. ``drdm`` is Algorithm 3 with the release's weights in the release
+   setting at the release script's dose (:func:`release_levels`); ``drdm_low`` at ``low_levels``.
 4. **Budget** (:func:`pilot_budget`): one step budget per set size, chosen once in a pilot on the
    validation subjects (``pilot_methods`` at ``pilot_seed`` for ``pilot_steps``); every cell then
    trains to that budget and its **final** weights are tested (no early stopping). The validation
@@ -21,7 +20,8 @@ before any number):
 5. **Cells** ``(set, method, seed)`` (the ``arms``): one U-Net each (Section 4.1, Eq. 17), its
    record written atomically to ``<work>/cells/<run key>/<cell>.json`` with its weights beside it
    (``.pt``), so a killed run loses at most the cell it was training and a second test set can be
-   scored later without training (:func:`score_external`).
+   scored later without training (:func:`score_external`). The saved record carries every cell's record
+   but its weights, so ``restore`` rebuilds a lost work folder's cells and pilots.
 6. **Report**: :mod:`drdm.tasks.fewshot_report` (per-subject scores, crossed t-intervals, rule).
 
 It is the book's one segmentation pipeline: :data:`PROTOCOLS` ``cpu`` (the recorded ACDC run), ``gpu``
@@ -304,28 +304,29 @@ def run_key(prot: FewShotProtocol, slices: Sequence[Slice]) -> str:
 
 def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: str | Path | None = "runs/fewshot",
                 methods: Sequence[str] = METHODS, checkpoint=None, device: str = "auto", progress: bool = True,
-                stop_after: int | None = None, test_records=None, command: str | None = None) -> dict:
+                stop_after: int | None = None, test_records=None, command: str | None = None, restore=None) -> dict:
     """Run (or resume) the pilot and every cell; return :func:`~drdm.tasks.fewshot_report.summarise`'s result.
 
     Args:
         records: labelled :class:`drdm.data.Record` (3-D volumes are cut into slices).
         protocol: a :data:`PROTOCOLS` name or a :class:`FewShotProtocol`.
-        work_dir: the pilot and cells under ``cells/<run key>/``, copies under ``aug/`` (``None``: a
-            temporary folder, removed afterwards: a run from scratch that leaves nothing behind).
+        work_dir: pilot and cells in ``cells/<run key>/``, copies in ``aug/`` (``None``: a temporary folder).
         methods: subset of :data:`METHODS`; the DRDM methods need ``checkpoint`` (default the
             release's 2-D weights from ``../shared``), else they are skipped with the reason recorded.
         stop_after: stop after this many newly trained cells or pilots (``0``: report only).
-        test_records: a second labelled test set, scored by every finished cell without training
-            (:func:`score_external`), reported in a table of its own.
+        test_records: a second labelled test set, scored by every finished cell without training, in a
+            table of its own (:func:`score_external`).
+        restore: a saved record of this run key: its cells and pilots are written back first where missing.
     """
-    if work_dir is None:
+    if work_dir is None:                # a run from scratch that leaves nothing behind
         import tempfile
         with tempfile.TemporaryDirectory(prefix="drdm-fewshot-") as tmp:
             return run_fewshot(records, protocol, work_dir=tmp, methods=methods, checkpoint=checkpoint, device=device,
-                               progress=progress, stop_after=stop_after, test_records=test_records, command=command)
+                               progress=progress, stop_after=stop_after, test_records=test_records, command=command,
+                               restore=restore)
     from ..faults import guard
     from ..files import atomic_write
-    from .fewshot_report import summarise
+    from .fewshot_report import restore_cells, summarise
     if isinstance(protocol, str) and protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
     prot = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
@@ -363,6 +364,8 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
                     check_levels(prot.levels(m), net.config.timesteps, f"{m} level T'")
         key = run_key(prot, slices)
         cell_dir = work / "cells" / key
+        if restore is not None:     # a lost work folder: the saved record's cells and pilots, written back
+            log.info("fewshot: restored %d records", len(restore_cells(restore, cell_dir, key)))
         cache = AugCache(work / "aug")
         new = [0]
 
@@ -435,7 +438,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             "superseded": [f"{name}.json" for name in superseded],
             "superseded_runs": {name: {k: r[k] for k in ("steps", "history")} for name, r in superseded.items()},
             "planned": [f"{n}_{m}_s{sd}" for n, m, sd in plan(prot, split) if m in methods and m not in skipped],
-            "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history")} for p in ps]
+            "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history", "restored") if k in p} for p in ps]
                       for size, ps in pilots.items()},
             "levels": {m: list(prot.levels(m)) for m in METHODS if m.startswith("drdm")},
             "labels": {m: prot.label(m) for m in METHODS},
@@ -452,9 +455,8 @@ def _supersede(path: Path) -> None:
     """Move a cell (record and weights) trained to another budget into ``superseded/``."""
     dest = path.parent / "superseded"
     dest.mkdir(exist_ok=True)
-    for p in (path.with_suffix(".pt"), path):
-        if p.is_file():
-            p.replace(dest / p.name)
+    for p in [p for p in (path.with_suffix(".pt"), path) if p.is_file()]:
+        p.replace(dest / p.name)
 
 
 def _train_pool(cache, method, items, prot, net, sha, device, progress):
