@@ -22,6 +22,7 @@ from drdm.phantoms import phantom_records
 from drdm.tasks import fewshot as FS
 from drdm.tasks import fewshot_report as FR
 from drdm.tasks import augcache
+from drdm.tasks.fewshot_cells import restore_cells
 from drdm.tasks.augcache import AugCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -529,23 +530,41 @@ def test_a_lost_work_folder_is_rebuilt_from_the_saved_record_without_training(ci
     assert sorted(p.name for p in cell_dir.iterdir()) == sorted(p.name for p in ci_run["cell_dir"].glob("*.json"))
     assert not [p for p in work.rglob("*") if p.is_file() and "cells" not in p.relative_to(work).parts]
     assert res["n_cells"] == whole["n_cells"] == 7 and res["budget"] == whole["budget"]
-    assert res["restored"] == sorted(whole["cells"]) and "Restored from the committed record" in res["markdown"]
+    pilots = sorted(p.stem for p in ci_run["cell_dir"].glob("pilot_*.json"))
+    assert res["restored"] == sorted(whole["cells"]) + pilots and "Restored from a saved record" in res["markdown"]
     assert res["wall_s"] == pytest.approx(whole["wall_s"], abs=0.01)
+    assert res["seconds"]["pilot"] == pytest.approx(whole["seconds"]["pilot"], abs=0.1)
     for size, block in whole["results"].items():
         for m, r in block.items():
             got = res["results"][size][m]
             assert got["per_replicate"] == pytest.approx(r["per_replicate"], abs=1e-6), (size, m)
-            assert got["curves"] == r["curves"] or all(
-                a["val"] == pytest.approx(b["val"], abs=1e-6) for a, b in zip(got["curves"], r["curves"]))
+            assert len(got["curves"]) == len(r["curves"])
+            for a, b in zip(got["curves"], r["curves"]):
+                assert a["cell"] == b["cell"] and a["step"] == b["step"]
+                assert a["val"] == pytest.approx(b["val"], abs=1e-6)
     for size, row in whole["dice_difference"].items():
         for comp, d in row.items():
             if d["average"] is not None:
                 assert res["dice_difference"][size][comp]["average"]["ci"] == pytest.approx(d["average"]["ci"],
                                                                                           abs=1e-3)
-    # a second restore writes nothing; the finished cells in the folder are kept as they are
+    # a second restore writes nothing, and a full run (no stop) finds every cell finished: it trains nothing
     stamps = _stamps(work)
-    FS.run_fewshot(ci_run["records"], "ci", work_dir=work, stop_after=0, restore=saved, **RUN)
-    assert _stamps(work) == stamps
+    FS.run_fewshot(ci_run["records"], "ci", work_dir=work, restore=saved, **RUN)
+    assert {k: v for k, v in _stamps(work).items() if k.startswith("cells/")} == stamps
+    # restored cells have no weights: an external test set is scored by none of them
+    assert FS.score_external(cell_dir, _records(3, seed=100), CI) == {}
+    # weights left without their record (a run killed between the two writes) are no restored cell's
+    name = sorted(whole["cells"])[0]
+    (cell_dir / f"{name}.json").unlink()
+    (cell_dir / f"{name}.pt").write_bytes(b"weights of another training")
+    assert restore_cells(saved, cell_dir, whole["run_key"]) == [name]
+    assert not (cell_dir / f"{name}.pt").exists()
+    # a cell trained to another budget than the record's is not restored (it would only be set aside)
+    other_budget = {**saved, "numbers": {**saved["numbers"], "budget": {"small": 1, "large": 1}}}
+    assert sorted(restore_cells(other_budget, tmp_path / "budget", whole["run_key"])) == pilots
+    # a record written before cells were kept gives its pilots back only
+    old = {**saved, "numbers": {k: v for k, v in saved["numbers"].items() if k != "cells"}}
+    assert sorted(restore_cells(old, tmp_path / "old", whole["run_key"])) == pilots
     # a record of another run (protocol or data) is refused before anything is written
     other = {**saved, "numbers": {**saved["numbers"], "run_key": "0123456789ab"}}
     with pytest.raises(ValueError, match="run key '0123456789ab'"):
@@ -644,7 +663,7 @@ def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsy
     monkeypatch.setattr(sys, "argv", ["drdm", *restore])
     assert main(restore) == 0
     doc = json.loads(out.read_text())["numbers"]
-    assert doc["n_cells"] == 5 and len(doc["restored"]) == 5
+    assert doc["n_cells"] == 5 and len(doc["restored"]) == 5 + 4                      # cells, pilots
     assert doc["command"] == "drdm " + " ".join(argv)
     assert not list(work.rglob("*.pt"))
     assert main(argv + ["--restore", str(tmp_path / "nothing.json")]) == 2

@@ -47,6 +47,7 @@ from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 from ..runner import pick_device
 from ._common import log, num_threads
 from .augcache import AugCache, augmenter, copies, copy_params, drdm_identity
+from .fewshot_cells import restore_cells, supersede
 from .fewshot_report import FEWSHOT_METHODS as METHODS, METHOD_LABELS, mean_dice, set_size, subject_scores
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "METHODS", "STRUCTURES", "run_fewshot", "score_external", "split_slices",
@@ -326,7 +327,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
                                restore=restore)
     from ..faults import guard
     from ..files import atomic_write
-    from .fewshot_report import restore_cells, summarise
+    from .fewshot_report import summarise
     if isinstance(protocol, str) and protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}")
     prot = PROTOCOLS[protocol] if isinstance(protocol, str) else protocol
@@ -408,7 +409,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             path = cell_dir / f"{set_name}_{m}_s{seed}.json"
             rec = json.loads(path.read_text()) if path.is_file() else None
             if rec is not None and rec["steps"] != budget[set_size(set_name)]:
-                _supersede(path)                        # trained to another budget: set aside
+                supersede(path)                         # trained to another budget: set aside
                 rec = None
             if rec is None and room():
                 items = pick(split["sets"][set_name])
@@ -438,8 +439,8 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             "superseded": [f"{name}.json" for name in superseded],
             "superseded_runs": {name: {k: r[k] for k in ("steps", "history")} for name, r in superseded.items()},
             "planned": [f"{n}_{m}_s{sd}" for n, m, sd in plan(prot, split) if m in methods and m not in skipped],
-            "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history", "restored") if k in p} for p in ps]
-                      for size, ps in pilots.items()},
+            "pilot": {size: [{k: p[k] for k in ("method", "seed", "steps", "history", "restored") if k in p}
+                             for p in ps] for size, ps in pilots.items()},
             "levels": {m: list(prot.levels(m)) for m in METHODS if m.startswith("drdm")},
             "labels": {m: prot.label(m) for m in METHODS},
             "settings": None if net is None else copy_params("drdm", prot, net=net)["settings"],
@@ -449,14 +450,6 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             "seconds": {"pilot": round(sum(p["wall_s"] for ps in pilots.values() for p in ps), 1),
                         "session": round(time.perf_counter() - t_start, 1)}}
     return summarise(cells, info, external=external)
-
-
-def _supersede(path: Path) -> None:
-    """Move a cell (record and weights) trained to another budget into ``superseded/``."""
-    dest = path.parent / "superseded"
-    dest.mkdir(exist_ok=True)
-    for p in [p for p in (path.with_suffix(".pt"), path) if p.is_file()]:
-        p.replace(dest / p.name)
 
 
 def _train_pool(cache, method, items, prot, net, sha, device, progress):
@@ -492,7 +485,8 @@ def score_external(cell_dir, records, prot: FewShotProtocol, *, device="cpu") ->
     x, y, subjects = _stack(slices)
     out = {}
     for path in sorted(Path(cell_dir).glob("*.json")):
-        if path.stem.startswith("pilot_") or not path.with_suffix(".pt").is_file():
+        if path.stem.startswith("pilot_") or not path.with_suffix(".pt").is_file() or \
+                json.loads(path.read_text()).get("restored"):         # restored: no weights of its own
             continue
         model = UNet(2, 1, 4, prot.features, prot.norm).to(device)
         model.load_state_dict(torch.load(path.with_suffix(".pt"), map_location=device, weights_only=True))

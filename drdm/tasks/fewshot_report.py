@@ -12,19 +12,16 @@ otherwise *inconclusive*, printing the minimum detectable difference at 80 % pow
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..files import atomic_write
 from ..stats import crossed_interval, decide, summary
 from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 
 __all__ = ["FEWSHOT_METHODS", "subject_scores", "mean_dice", "set_size", "summarise", "fewshot_markdown", "verdict_lines", "PAPER", "COMPARISONS", "METHOD_LABELS",
-           "plateau_change", "FLAG_MOVING", "FLAG_BELOW", "restore_cells"]
+           "plateau_change", "FLAG_MOVING", "FLAG_BELOW"]
 
 #: cell methods; ``drdm_low`` is DRDM at the book's earlier dose (the dose ablation)
 FEWSHOT_METHODS = ("none", "bigaug", "elastic", "drdm", "drdm_low")
@@ -207,7 +204,9 @@ def summarise(cells: list[dict], info: dict, external: dict | None = None) -> di
               # every cell's own record but its weights (its wall time is under "wall_s"), so the committed
               # record alone rebuilds the table: restore_cells writes them back into a lost run folder
               "cells": {_cell(c): {k: v for k, v in c.items() if k != "wall_s"} for c in cells},
-              "restored": sorted(_cell(c) for c in cells if c.get("restored")),
+              "restored": sorted(_cell(c) for c in cells if c.get("restored")) + sorted(
+                  f"pilot_{size}_{p['method']}" for size, ps in info.get("pilot", {}).items() for p in ps
+                  if p.get("restored")),
               # compute spent (cells, copies, pilot): timings, which save_results files under provenance
               "wall_s": {_cell(c): c["wall_s"] for c in cells},
               # the U-Net's memory layout (cells trained before it became channels-last on CPU have none)
@@ -386,40 +385,7 @@ def fewshot_markdown(result: dict) -> str:
     if result.get("skipped"):
         out += [""] + [f"Skipped {m}: {why}" for m, why in result["skipped"].items()]
     if result.get("restored"):
-        out += ["", f"Restored from the committed record, without their weights (so not scored on an external test "
-                    f"set): {', '.join(result['restored'])}"]
+        out += ["", f"Restored from a saved record (`--restore`), not trained in this run's folder and without their "
+                    f"weights (so not scored on an external test set): {', '.join(result['restored'])}"]
     return "\n".join(out)
 
-
-def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
-    """Write back into ``cell_dir`` the cell and pilot records a saved record carries and the folder lacks.
-
-    ``record`` is a saved few-shot record (``results/<protocol>/segmentation_<data>.json``, as read) of the
-    run key ``key``: its ``cells`` (each cell's record but its weights) and its ``pilot`` curves, with the wall
-    times from its provenance (a pilot's is its share of the pilots' total). Restored records are marked
-    ``"restored": true``; they have no weights, so :func:`~drdm.tasks.fewshot.score_external` passes them by.
-    A finished cell already in the folder is left as it is. Returns the names written.
-
-    Raises:
-        ValueError: the record is of another run key (another protocol or data), or carries no run key.
-    """
-    numbers = record.get("numbers", record)
-    timings = record.get("provenance", {}).get("timings", {})
-    if numbers.get("run_key") != key:
-        raise ValueError(f"the record to restore is of run key {numbers.get('run_key')!r}, this run's is {key!r}: "
-                         "another protocol or other data")
-    cell_dir = Path(cell_dir)
-    cell_dir.mkdir(parents=True, exist_ok=True)
-    pilots = [(size, p) for size, ps in numbers.get("pilot", {}).items() for p in ps]
-    pilot_s = timings.get("seconds", {}).get("pilot", 0.0) / max(1, len(pilots))
-    todo = {f"pilot_{size}_{p['method']}": {**p, "set": "large" if size == "large" else "d0",
-                                            "wall_s": p.get("wall_s", pilot_s)} for size, p in pilots}
-    todo.update({name: {**rec, "wall_s": timings.get("wall_s", {}).get(name, 0.0)}
-                 for name, rec in numbers.get("cells", {}).items()})
-    written = []
-    for name, rec in todo.items():
-        path = cell_dir / f"{name}.json"
-        if not path.is_file():
-            atomic_write(path, lambda tmp, r=rec: Path(tmp).write_text(json.dumps({**r, "restored": True})))
-            written.append(name)
-    return written
