@@ -485,8 +485,7 @@ def score_external(cell_dir, records, prot: FewShotProtocol, *, device="cpu") ->
     x, y, subjects = _stack(slices)
     out = {}
     for path in sorted(Path(cell_dir).glob("*.json")):
-        if path.stem.startswith("pilot_") or not path.with_suffix(".pt").is_file() or \
-                json.loads(path.read_text()).get("restored"):         # restored: no weights of its own
+        if path.stem.startswith("pilot_") or not path.with_suffix(".pt").is_file():   # restored cells have none
             continue
         model = UNet(2, 1, 4, prot.features, prot.norm).to(device)
         model.load_state_dict(torch.load(path.with_suffix(".pt"), map_location=device, weights_only=True))

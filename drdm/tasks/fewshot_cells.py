@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..files import atomic_write
 from ._common import log
+from .fewshot_report import set_size
 
 __all__ = ["supersede", "restore_cells"]
 
@@ -26,10 +27,10 @@ def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
     :func:`~drdm.tasks.fewshot_report.summarise`'s result) of the run key ``key``: its ``cells`` (each
     cell's record but its weights) and its ``pilot`` curves, with their wall times (a pilot's is its share
     of the pilots' total). Restored records are marked ``"restored": true``: they have no weights, and
-    :func:`~drdm.tasks.fewshot.score_external` passes them by. A cell trained to another budget than the
-    record's is not restored (it would only be set aside). A record already in the folder is kept; weights
-    left without their record (a run killed between the two writes) belong to no record and are removed.
-    Returns the names written.
+    :func:`~drdm.tasks.fewshot.score_external` passes them by (weights left without their record, a run
+    killed between the two writes, belong to no record and are removed). A cell trained to another budget
+    than the record's is not restored (it would only be set aside). A record already in the folder is
+    kept. Returns the names written.
 
     Raises:
         ValueError: the record is of another run key (another protocol or data), or carries no run key.
@@ -51,7 +52,7 @@ def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
     budget = numbers.get("budget", {})
     todo.update({name: {**rec, "wall_s": timings.get("wall_s", {}).get(name, 0.0)}
                  for name, rec in numbers.get("cells", {}).items()
-                 if rec["steps"] == budget.get("large" if rec["set"] == "large" else "small")})
+                 if rec["steps"] == budget.get(set_size(rec["set"]))})
     written = []
     for name, rec in todo.items():
         path = cell_dir / f"{name}.json"

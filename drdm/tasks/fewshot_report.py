@@ -388,4 +388,3 @@ def fewshot_markdown(result: dict) -> str:
         out += ["", f"Restored from a saved record (`--restore`), not trained in this run's folder and without their "
                     f"weights (so not scored on an external test set): {', '.join(result['restored'])}"]
     return "\n".join(out)
-
