@@ -668,6 +668,10 @@ def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsy
     assert not list(work.rglob("*.pt"))
     assert main(argv + ["--restore", str(tmp_path / "nothing.json")]) == 2
     assert "not a readable record" in capsys.readouterr().err
+    # options are spelled in full: an abbreviation would slip past the recorded command's filter
+    with pytest.raises(SystemExit) as e:
+        main(argv + ["--rest", str(out)])
+    assert e.value.code == 2 and "unrecognized arguments: --rest" in capsys.readouterr().err
 
 
 def test_fewshot_cli_runs_the_phantoms_through_the_same_pipeline(tmp_path, capsys):

@@ -106,8 +106,11 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def command_parser(subparsers, name: str, help: str, description: str) -> argparse.ArgumentParser:
-    """A sub-command's parser whose usage errors are one line, exit code 2."""
-    return one_line_errors(subparsers.add_parser(name, help=help, description=description))
+    """A sub-command's parser whose usage errors are one line, exit code 2.
+
+    Options must be spelled in full (no argparse abbreviations), so a recorded command is the one that ran.
+    """
+    return one_line_errors(subparsers.add_parser(name, help=help, description=description, allow_abbrev=False))
 
 
 def add_sampling_args(p, size_help="network grid side (default: the grid the network was trained on; 256 for "
