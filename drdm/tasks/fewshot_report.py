@@ -341,7 +341,7 @@ def _score_table(result: dict, results: dict, title: str) -> list[str]:
 
 def _diff_table(result: dict, diffs: dict) -> list[str]:
     cols = [n for n, _ in STRUCTURES] + ["Average"]
-    out = ["| labelled | comparison | " + " | ".join(cols) + " | t df | detectable (80 %) |",
+    out = ["| labelled | comparison | " + " | ".join(cols) + " | Average's t df | Average's detectable (80 %) |",
            "|" + "---|" * (4 + len(cols))]
     for size, rows in diffs.items():
         n = _n_labelled(result, size)
@@ -361,8 +361,8 @@ def fewshot_markdown(result: dict) -> str:
     out = _score_table(result, result["results"], "Test subjects' scores (%; ASD in pixels of the protocol grid): mean over "
                                           "test subjects, each subject's score averaged over its runs first")
     out += ["", "Dice differences (points), 95 % crossed t-intervals (test subjects x labelled draws; at 20 subjects x "
-            "training seeds); t df: the interval's degrees of freedom; ✓: every labelled draw (at 20 subjects, "
-            "every seed) gives the difference the same sign", "",
+            "training seeds), each on its own degrees of freedom (the last columns give the Average's); ✓: every "
+            "labelled draw (at 20 subjects, every seed) gives the difference the same sign", "",
             *_diff_table(result, result["dice_difference"])]
     runs = ["| labelled | cell | steps | final val Dice | val change, last fifth | training images | flag |",
             "|---|---|---|---|---|---|---|"]
