@@ -268,7 +268,7 @@ def test_train_segmenter_in_channels_last_does_the_same_arithmetic(monkeypatch):
 
 # ---------------------------------------------------------------- cached copies
 
-def test_a_changed_checkpoint_regenerates_only_the_drdm_copies(tmp_path):
+def test_a_changed_checkpoint_regenerates_only_the_drdm_copies(tmp_path, capsys):
     from drdm.checkpoint import load, load_checkpoint, resolve
     from drdm.outputs import sha256_file
     prot = CI
@@ -292,8 +292,9 @@ def test_a_changed_checkpoint_regenerates_only_the_drdm_copies(tmp_path):
     torch.save(obj, other)
     net2, sha2, why = augcache.drdm_identity(other)
     assert why is None and sha2 != sha
-    augcache.copies(cache, "drdm_low", items, prot, net=net2, checkpoint_sha256=sha2, progress=False)
+    augcache.copies(cache, "drdm_low", items, prot, net=net2, checkpoint_sha256=sha2, progress=True)
     assert cache.misses == 3 * len(items)          # regenerated
+    assert "augment drdm_low" in capsys.readouterr().err     # the arm, not its augmenter, names the bar
     augcache.copies(cache, "bigaug", items, prot, progress=False)
     assert cache.misses == 3 * len(items)          # BigAug's copies do not depend on the checkpoint
     assert len(list((tmp_path / "aug" / "drdm").glob("*.pt"))) == 2 * len(items)

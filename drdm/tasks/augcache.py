@@ -97,8 +97,10 @@ class AugCache:
         return self.root / method / f"{s.name}_{self.key(method, s, params)}.pt"
 
     def get(self, method: str, items: Sequence[Slice], params: dict,
-            make: Callable[[Slice], tuple[torch.Tensor, torch.Tensor]], *, progress: bool = True):
-        """``[(images, labels)]`` for ``items``, generating (``make(slice)``) only the misses."""
+            make: Callable[[Slice], tuple[torch.Tensor, torch.Tensor]], *, progress: bool = True,
+            label: str | None = None):
+        """``[(images, labels)]`` for ``items``, generating (``make(slice)``) only the misses; ``label``
+        names them in the progress bar (default ``method``; e.g. the few-shot arm ``drdm_low``)."""
         import time
         from tqdm.auto import tqdm
         from ..faults import guard
@@ -113,7 +115,7 @@ class AugCache:
         todo = [i for i in range(len(items)) if i not in found]
         self.hits += len(found)
         self.misses += len(todo)
-        for i in tqdm(todo, desc=f"augment {method}", unit="slice", disable=not progress or not todo):
+        for i in tqdm(todo, desc=f"augment {label or method}", unit="slice", disable=not progress or not todo):
             with guard(f"{method} copies of slice {items[i].name}"):     # one line, no partial cache file
                 t0 = time.perf_counter()
                 imgs, labs = make(items[i])
@@ -218,4 +220,4 @@ def copies(cache: AugCache, method: str, items: Sequence[Slice], prot, *, net=No
             return make_copies(aug, img, lab, prot.n_aug, copy_seed(prot.aug_seed, aug, s), net=net,
                                levels=prot.levels(method), device=device, settings=params.get("settings"))
 
-    return cache.get(aug, items, params, make, progress=progress)
+    return cache.get(aug, items, params, make, progress=progress, label=method)
