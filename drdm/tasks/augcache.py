@@ -100,7 +100,8 @@ class AugCache:
             make: Callable[[Slice], tuple[torch.Tensor, torch.Tensor]], *, progress: bool = True,
             label: str | None = None):
         """``[(images, labels)]`` for ``items``, generating (``make(slice)``) only the misses; ``label``
-        names them in the progress bar (default ``method``; e.g. the few-shot arm ``drdm_low``)."""
+        names them in the progress bar and in a failure's message (default ``method``; e.g. the few-shot arm
+        ``drdm_low``)."""
         import time
         from tqdm.auto import tqdm
         from ..faults import guard
@@ -113,10 +114,11 @@ class AugCache:
                 if d.get("source") == items[i].digest:
                     found[i] = d
         todo = [i for i in range(len(items)) if i not in found]
+        name = label or method
         self.hits += len(found)
         self.misses += len(todo)
-        for i in tqdm(todo, desc=f"augment {label or method}", unit="slice", disable=not progress or not todo):
-            with guard(f"{method} copies of slice {items[i].name}"):     # one line, no partial cache file
+        for i in tqdm(todo, desc=f"augment {name}", unit="slice", disable=not progress or not todo):
+            with guard(f"{name} copies of slice {items[i].name}"):     # one line, no partial cache file
                 t0 = time.perf_counter()
                 imgs, labs = make(items[i])
                 seconds = time.perf_counter() - t0
