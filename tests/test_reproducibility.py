@@ -20,6 +20,9 @@ def _runs(*roots: Path) -> list[dict]:
     for p in procs:
         out, _ = p.communicate(timeout=1500)
         assert p.returncode == 0, out[-3000:]
+    # chapter 6's work folder follows the results root: side by side, the runs never share one
+    # (a shared runs/nb06 once let one run empty the other's folder mid-chapter)
+    assert all((r / "runs" / "nb06" / "aug" / "manifest.json").is_file() for r in roots)
     return [{p.name: json.loads(p.read_text()) for p in sorted((r / "results" / "ci").glob("*.json"))} for r in roots]
 
 
