@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from drdm.shared import ENV as SHARED_ENV, shared_root
+
 
 @pytest.fixture(scope="module")
 def one_thread():
@@ -46,6 +48,11 @@ def ci_book_runs(tmp_path_factory) -> dict:
         runs["again"] = (root, base / "again" / "results", base / "again" / "executed")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}     # this checkout's runs keep the suite's DRDM_OUTPUT_ROOT
     bare = {k: v for k, v in env.items() if k != "DRDM_OUTPUT_ROOT"}                 # the clone's: as `make book` runs
+    # ...with this checkout's shared data (a clone in a temporary folder has no ../shared), so the two runs
+    # differ only in where they run; `.ci/run`'s DRDM_SHARED=none pass covers a machine without it
+    shared = shared_root()
+    if shared is not None:
+        bare[SHARED_ENV] = str(shared)
     procs = {name: subprocess.Popen([sys.executable, "-m", "drdm.bookrun", "--profile", "ci", "--results", str(res),
                                      "--out", str(out)], cwd=cwd, env=bare if name == "clone" else env,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
