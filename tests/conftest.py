@@ -23,7 +23,6 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-
 @pytest.fixture(scope="session")
 def ci_book_runs(tmp_path_factory) -> dict:
     """The ci-profile book, run side by side on one thread each (2 cores: neither waits for the other):
