@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
+# The suite runs on TEST_WORKERS pytest-xdist workers, a file to a worker (--dist loadfile: a notebook's
+# nbval cells share one kernel, and a module's fixtures are built once), in collection order, the two
+# whole ci book runs first (conftest.py); each worker's torch gets its share of the cores
+TEST_WORKERS ?= 2
 test: $(STAMP) mathjax
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Where `make book` puts the numbers its live chapters produce (a build folder, not committed):
 # rendering the book leaves the clone clean

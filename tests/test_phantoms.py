@@ -39,9 +39,9 @@ def test_one_hundred_subjects_in_under_five_seconds_on_one_core():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        t0 = time.perf_counter()
+        t0 = time.process_time()        # CPU time: a pytest-xdist neighbour may share the core
         cardiac_dataset(100, 128, seed=1)
-        elapsed = time.perf_counter() - t0
+        elapsed = time.process_time() - t0
     finally:
         torch.set_num_threads(threads)
     assert elapsed < 5.0, elapsed

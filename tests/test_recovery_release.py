@@ -22,7 +22,6 @@ S = 256          # the release's fields are fractions of the 256-voxel side
 @pytest.fixture(scope="module")
 def release():
     from drdm import load_official
-    torch.set_num_threads(2)
     return load_official(official_checkpoint()), np.load(GOLDEN)
 
 
@@ -200,7 +199,6 @@ def test_release_setting_agrees_on_a_few_real_slices(tmp_path):
     results/fidelity/. With 6 slices the allowance is wide, so this guards against gross departures."""
     from drdm import load_official
     from drdm.fidelity import compare, release_reference, run
-    torch.set_num_threads(2)
     inputs, names, stats = release_reference(OFFICIAL)
     ours = run(load_official(official_checkpoint()), inputs, names, tmp_path / "p.jsonl", levels=(30,), limit=6,
                progress=False)

@@ -102,7 +102,6 @@ def test_shipped_phantom_model_recovers_random_fields():
 def test_official_weights_table1_at_30():
     import nibabel as nib
     from drdm import load_official
-    torch.set_num_threads(2)
     vol = torch.from_numpy(nib.load(str(ACDC)).get_fdata()).float()
     sl = vol[..., [4, 6]].permute(2, 0, 1)[:, None]
     sl = F.interpolate(sl, size=(256, 256), mode="bilinear", align_corners=False)
@@ -143,7 +142,6 @@ MNMS = mnms_dir() or Path("/nonexistent")
                     reason=absent_reason("the M&Ms subset or the release's weights"))
 def test_official_weights_table1_at_30_on_mnms():
     from drdm import data as D, load_official
-    torch.set_num_threads(2)
     recs = D.load_mnms(MNMS)
     # the middle labelled slice of two subjects, one per vendor, on the network's 256^2 grid
     chosen = []

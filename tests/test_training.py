@@ -76,7 +76,6 @@ def test_augment_batch_leaves_global_rng_alone():
 # ---------------------------------------------------------------- training
 
 def test_training_lowers_the_loss(tmp_path):
-    torch.set_num_threads(2)
     tr = Trainer(TrainConfig(steps=150, lr=1e-3, **SMALL), tmp_path, progress=False)
     before = _eval_loss(tr)
     rows = tr.run()
