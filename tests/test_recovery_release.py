@@ -97,16 +97,11 @@ def test_the_fast_path_is_the_cpu_default_and_its_samples_ignore_batch_and_threa
     net = DRDMNet(NetworkConfig(ndim=2), generator=torch.Generator().manual_seed(1)).eval()
     images = torch.rand(3, 1, 128, 128, generator=torch.Generator().manual_seed(2))
     assert default_path(images) == "fast" and default_path(images[..., :64, :64]) == "plain"
-    phi = None
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        batch = deform(net, images, 4, generator=torch.Generator().manual_seed(3))
-        phi = batch.random
-        torch.set_num_threads(1)
-        alone = [deform(net, images[i:i + 1], 4, random_ddf=phi[i:i + 1]) for i in range(3)]
-    finally:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(2)            # (the root conftest restores the session's count after the test)
+    batch = deform(net, images, 4, generator=torch.Generator().manual_seed(3))
+    phi = batch.random
+    torch.set_num_threads(1)
+    alone = [deform(net, images[i:i + 1], 4, random_ddf=phi[i:i + 1]) for i in range(3)]
     assert batch.path == "fast" and all(a.path == "fast" for a in alone)
     assert all(torch.equal(a.ddf, batch.ddf[i:i + 1]) and torch.equal(a.image, batch.image[i:i + 1])
                for i, a in enumerate(alone))
@@ -135,15 +130,11 @@ def test_one_copy_per_level_runs_the_levels_side_by_side_with_the_same_bits(monk
         return real(fn, n, spread)
 
     monkeypatch.setattr(sampling, "per_sample", counting)
-    threads = torch.get_num_threads()
     out = {}
-    try:
-        for k in (1, 2):
-            torch.set_num_threads(k)
-            out[k] = list(sampling.augment(net, image, label, (2, 3, 4), 1, grid=grid, seed=5))
-        alone = list(sampling.augment(net, image, label, (3,), 1, grid=grid, seed=5))    # 2 threads, inline
-    finally:
-        torch.set_num_threads(threads)
+    for k in (1, 2):                    # (the root conftest restores the session's count after the test)
+        torch.set_num_threads(k)
+        out[k] = list(sampling.augment(net, image, label, (2, 3, 4), 1, grid=grid, seed=5))
+    alone = list(sampling.augment(net, image, label, (3,), 1, grid=grid, seed=5))    # 2 threads, inline
     assert [(c["level"], c["index"]) for c in out[2]] == [(2, 0), (3, 0), (4, 0)]
     assert all(torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
                and torch.equal(a["ddf"], b["ddf"]) for a, b in zip(out[1], out[2]))
