@@ -178,8 +178,6 @@ def _block(cells: list[dict], key: str = "test") -> tuple[dict, dict]:
                     runs=[{"cell": _cell(r), "steps": r["steps"], "final_val_dice": r["history"]["val"][-1],
                            "plateau_change": plateau_change(r["history"]),
                            "n_train_images": r["n_train_images"]} for r in runs],
-                    curves=[{"cell": _cell(r), **{k: r["history"][k] for k in ("step", "train_loss", "val")}}
-                            for r in runs],
                     flags=_flags(runs))
         results[size] = block
         diffs[size] = {}
@@ -196,8 +194,8 @@ def _block(cells: list[dict], key: str = "test") -> tuple[dict, dict]:
 
 def summarise(cells: list[dict], info: dict, external: dict | None = None) -> dict:
     """The recorded result: per set size and method, scores over test subjects (replicates averaged
-    per subject first), curves, flags, paired differences with crossed t-intervals, the
-    verdict by the stated rule, the Markdown, and the external test set's table when given."""
+    per subject first), flags, each cell's record (its learning curve under ``history``), paired
+    differences with crossed t-intervals, the verdict by the stated rule, the Markdown, and the external test set's table when given."""
     results, diffs = _block(cells)
     result = {"task": "fewshot_segmentation", **info, "results": results, "dice_difference": diffs,
               "n_cells": len(cells),
