@@ -399,6 +399,28 @@ def test_flags_fire_on_a_run_that_moves_or_ends_far_below_its_peers_and_not_othe
     assert flags == {}
 
 
+def test_the_rule_waits_for_a_second_draw_before_it_decides():
+    """Pairs from one labelled draw give an interval over test subjects alone: the record then says
+    "not decided" however clear that interval is, and decides once a second draw is in."""
+    def cell(set_name, method, dice):                   # 5 labelled subjects: the paper's Table 2 row
+        c = _hand_cell(set_name, [.5, .6, .7, .7, .7], method=method)
+        c["subjects"] = [f"p{i}" for i in range(5)]
+        for t, v in zip(("t1", "t2"), dice):
+            for name, _ in FS.STRUCTURES:
+                c["test"][t][name]["dice"] = v
+        return c
+    one = [cell("d0", "none", (.40, .50)), cell("d0", "drdm", (.80, .95))]
+    res = FR.summarise(one, {"planned": ["d0_none_s0", "d0_drdm_s0", "d1_none_s0", "d1_drdm_s0"]})
+    (dec,) = [d for d in res["decisions"] if d["b"] == "none"]
+    assert dec["diff"]["ci"][0] > 0 and dec["diff"]["clusters"] == 1          # clear, but one draw
+    assert dec["decision"] == "not decided" and "one labelled draw" in dec["why"]
+    line = next(v for v in res["verdict"] if "minus none" in v)
+    assert "not decided yet" in line and "reproduced" not in line
+    both = FR.summarise(one + [cell("d1", "none", (.45, .50)), cell("d1", "drdm", (.85, .90))], {})
+    (dec,) = [d for d in both["decisions"] if d["b"] == "none"]
+    assert dec["diff"]["clusters"] == 2 and dec["decision"] in ("reproduced", "contradicted", "inconclusive")
+
+
 # ---------------------------------------------------------------- a whole ci run
 
 def _budget_by_hand(histories, minimum, multiple, tolerance=0.01, margin=2, cap=None):

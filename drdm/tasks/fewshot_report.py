@@ -231,7 +231,9 @@ def _n_labelled(result: dict, size: str) -> int | None:
 
 
 def decisions(result: dict) -> list[dict]:
-    """The rule applied to DRDM - BigAug and DRDM - none at each set size the paper reports."""
+    """The rule applied to DRDM - BigAug and DRDM - none at each set size the paper reports: each
+    ``decision`` is the rule's word, ``"not compared"`` (no paired cells, or no paper figure), or
+    ``"not decided"`` while the pairs come from one labelled draw (at 20 subjects, one training seed)."""
     out = []
     claim = _claim(result)
     arms = {(size, m) for size, m, _ in result.get("protocol", {}).get("arms", ())}
@@ -247,9 +249,14 @@ def decisions(result: dict) -> list[dict]:
             if d is None:
                 skipped = result.get("skipped", {})
                 why = skipped.get(a) or skipped.get(b) or "no finished cells for both methods"
+            decision = decide(d, ref) if d is not None and ref is not None else "not compared"
+            if decision != "not compared" and d["clusters"] < 2:
+                # one draw (at 20 subjects, one seed): an interval over test subjects alone, blind to a redraw
+                decision = "not decided"
+                why = (f"one {'training seed' if size == 'large' else 'labelled draw'} so far, so the interval "
+                       "is over test subjects alone and cannot see a redraw")
             out.append({"size": size, "labelled": n, "a": a, "b": b, "paper": ref, "diff": d,
-                        "decision": decide(d, ref) if d is not None and ref is not None else "not compared",
-                        "why": why})
+                        "decision": decision, "why": why})
     return out
 
 
@@ -272,6 +279,9 @@ def verdict_lines(result: dict) -> list[str]:
         if dec["paper"] is None:
             lines.append(head + ("; the paper reports no such difference." if _claim(result)
                                  else ": measured on phantoms, no verdict on the paper's claim (that is about ACDC)."))
+            continue
+        if dec["decision"] == "not decided":
+            lines.append(f"{head}: **not decided yet**: {dec['why']}.")
             continue
         word = {"reproduced": "**reproduced**: the interval lies above 0",
                 "contradicted": f"**contradicted**: the interval lies below the paper's {dec['paper']:+.1f}",
