@@ -260,9 +260,13 @@ def interval_coverage(n_subjects: int, n_clusters: int, per_cluster: int, *, sd_
 def decide(diff: dict | None, paper: float) -> str:
     """The Table 2 decision rule (chapter 4, stated before the numbers), on an interval in points:
     ``"reproduced"`` when it lies above 0, ``"contradicted"`` when it lies below the paper's
-    difference ``paper`` (and does not lie above 0), otherwise ``"inconclusive"``."""
+    difference ``paper`` (and does not lie above 0), otherwise ``"inconclusive"``; ``"not decided"``
+    while the interval rests on one cluster (``diff["clusters"] == 1``: one labelled draw, or at 20
+    subjects one training seed), since it is then over test subjects alone and blind to a redraw."""
     if diff is None:
         return "not compared"
+    if diff.get("clusters", 2) < 2:
+        return "not decided"
     lo, hi = diff["ci"]
     if lo > 0:
         return "reproduced"

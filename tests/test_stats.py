@@ -157,6 +157,11 @@ def test_decide_without_an_interval():
     assert decide(None, 8.5) == "not compared"
 
 
+def test_decide_waits_while_the_interval_rests_on_one_cluster():
+    assert decide({"ci": [2.0, 5.0], "clusters": 1}, 8.5) == "not decided"     # clear, but one draw
+    assert decide({"ci": [2.0, 5.0], "clusters": 2}, 8.5) == "reproduced"
+
+
 def test_the_t_interval_keeps_each_clusters_mean_difference_by_name():
     d = np.array([[1.0, 3.0, 10.0], [3.0, 5.0, 12.0]])
     res = crossed_interval(d, ["d0", "d0", 7])

@@ -195,7 +195,8 @@ def _block(cells: list[dict], key: str = "test") -> tuple[dict, dict]:
 def summarise(cells: list[dict], info: dict, external: dict | None = None) -> dict:
     """The recorded result: per set size and method, scores over test subjects (replicates averaged
     per subject first), flags, each cell's record (its learning curve under ``history``), paired
-    differences with crossed t-intervals, the verdict by the stated rule, the Markdown, and the external test set's table when given."""
+    differences with crossed t-intervals, the verdict by the stated rule, the Markdown, and the
+    external test set's table when given."""
     results, diffs = _block(cells)
     result = {"task": "fewshot_segmentation", **info, "results": results, "dice_difference": diffs,
               "n_cells": len(cells),
@@ -250,9 +251,7 @@ def decisions(result: dict) -> list[dict]:
                 skipped = result.get("skipped", {})
                 why = skipped.get(a) or skipped.get(b) or "no finished cells for both methods"
             decision = decide(d, ref) if d is not None and ref is not None else "not compared"
-            if decision != "not compared" and d["clusters"] < 2:
-                # one draw (at 20 subjects, one seed): an interval over test subjects alone, blind to a redraw
-                decision = "not decided"
+            if decision == "not decided":
                 why = (f"one {'training seed' if size == 'large' else 'labelled draw'} so far, so the interval "
                        "is over test subjects alone and cannot see a redraw")
             out.append({"size": size, "labelled": n, "a": a, "b": b, "paper": ref, "diff": d,
