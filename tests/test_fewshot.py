@@ -682,14 +682,14 @@ def test_fewshot_cli_writes_the_record_and_reuses_finished_cells(tmp_path, capsy
     assert "--test-data-dir is for --data " in capsys.readouterr().err
     assert _stamps(work) == stamps
     # the work folder lost: --restore takes its cells back from the written record, trains nothing, and the
-    # record's command stays the run's own
+    # record's command stays the run's own (--methods only chose what one call trained)
     shutil.rmtree(work)
     restore = argv + ["--restore", str(out), "--report-only"]
     monkeypatch.setattr(sys, "argv", ["drdm", *restore])
     assert main(restore) == 0
     doc = json.loads(out.read_text())["numbers"]
     assert doc["n_cells"] == 5 and len(doc["restored"]) == 5 + 4                      # cells, pilots
-    assert doc["command"] == "drdm " + " ".join(argv)
+    assert doc["command"] == "drdm " + " ".join(a for a in argv if a not in ("--methods", "none,bigaug"))
     assert not list(work.rglob("*.pt"))
     assert main(argv + ["--restore", str(tmp_path / "nothing.json")]) == 2
     assert "not a readable record" in capsys.readouterr().err
@@ -707,11 +707,22 @@ def test_fewshot_cli_runs_the_phantoms_through_the_same_pipeline(tmp_path, capsy
             'budget={"small": 6, "large": 6}', "--set", "eval_every=3", "--work", str(tmp_path / "work"),
             "--out", str(tmp_path / "out"), "--device", "cpu"]
     assert main(argv) == 0
-    doc = json.loads((tmp_path / "out" / "ci" / "segmentation.json").read_text())["numbers"]
+    record = tmp_path / "out" / "ci" / "segmentation.json"
+    doc = json.loads(record.read_text())["numbers"]
     assert doc["protocol"]["claim"] is False and doc["budget"] == {"small": 6, "large": 6}
-    assert doc["complete"] and doc["n_cells"] == 6 and doc["skipped"] == {}           # d0, d1, large x none, drdm
+    assert doc["n_cells"] == 6 and doc["skipped"] == {}                               # d0, d1, large x none, drdm
     assert doc["settings"] == "drdm" and doc["levels"]["drdm"] == list(FS.PROTOCOLS["phantom-ci"].drdm_levels)
     assert "DRDM (T' 20)" in capsys.readouterr().out
+    # --methods chooses what a call trains, not what the record holds: the run's other cells are missing,
+    # and a later call that trains one other method keeps every finished cell in the record
+    planned = {f"{n}_{m}_s{sd}" for n, m, sd in FS.plan(FS.PROTOCOLS["phantom-ci"], doc["split"])}
+    assert not doc["complete"] and set(doc["missing"]) == {c for c in planned if "_none_" not in c
+                                                           and "_drdm_s" not in c}
+    assert main(argv[:6] + ["bigaug"] + argv[7:]) == 0
+    again = json.loads(record.read_text())["numbers"]
+    assert again["n_cells"] == 8 and set(again["cells"]) == set(doc["cells"]) | {"d0_bigaug_s0", "d1_bigaug_s0"}
+    assert {again["cells"][c]["history"]["val"][-1] for c in doc["cells"]} == \
+        {doc["cells"][c]["history"]["val"][-1] for c in doc["cells"]}                  # read back, not retrained
 
 
 def test_a_cell_trained_to_another_budget_is_set_aside_and_retrained(tmp_path):

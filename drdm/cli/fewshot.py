@@ -32,7 +32,8 @@ def add_arguments(p) -> None:
                    help="override a protocol field, value in JSON (e.g. --set n_aug=4 --set 'budget={\"small\": 300, "
                         "\"large\": 300}'); the cells' run key follows, so they are not mixed with the protocol's")
     p.add_argument("--methods", type=lambda v: [x for x in v.split(",") if x],
-                   help="comma-separated subset of none,bigaug,elastic,drdm,drdm_low (default all)")
+                   help="train only these (comma-separated subset of none,bigaug,elastic,drdm,drdm_low; default "
+                        "all); the record still reports every method's finished cells: it is the run's record")
     p.add_argument("--checkpoint", help="DRDM checkpoint: a .pth or a shipped name (default: the release's 2-D "
                                         "weights from ../shared; phantom2d for --data phantom)")
     p.add_argument("--work", default="runs/fewshot", help="cells and cached copies (default runs/fewshot)")
@@ -77,12 +78,13 @@ def cmd_fewshot(args) -> int:
         except (OSError, ValueError) as e:
             raise UsageError(f"--restore {args.restore}: not a readable record ({e})") from None
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # the run's command: neither --report-only nor --restore changes what it trains
-    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--report-only" and not a.startswith("--restore")
-            and sys.argv[i] != "--restore"]
+    # the run's command: --report-only, --restore and --methods only choose what this call trains
+    once = ("--restore", "--methods")
+    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--report-only" and not a.startswith(once)
+            and sys.argv[i] not in once]
     command = "drdm " + " ".join(shlex.quote(a) for a in argv) if argv[:1] == ["fewshot"] else None
     try:
-        result = run_fewshot(records, prot, work_dir=args.work, methods=args.methods or METHODS,
+        result = run_fewshot(records, prot, work_dir=args.work, methods=METHODS, train=args.methods or METHODS,
                              checkpoint=checkpoint, device=args.device, command=command, test_records=test_records,
                              stop_after=0 if args.report_only else None, restore=restore)
     except ValueError as e:                          # a split the data cannot fill, a level out of range

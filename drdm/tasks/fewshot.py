@@ -305,7 +305,8 @@ def run_key(prot: FewShotProtocol, slices: Sequence[Slice]) -> str:
 
 def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: str | Path | None = "runs/fewshot",
                 methods: Sequence[str] = METHODS, checkpoint=None, device: str = "auto", progress: bool = True,
-                stop_after: int | None = None, test_records=None, command: str | None = None, restore=None) -> dict:
+                stop_after: int | None = None, test_records=None, command: str | None = None, restore=None,
+                train: Sequence[str] | None = None) -> dict:
     """Run (or resume) the pilot and every cell; return :func:`~drdm.tasks.fewshot_report.summarise`'s result.
 
     Args:
@@ -318,13 +319,15 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
         test_records: a second labelled test set, scored by every finished cell without training, in a
             table of its own (:func:`score_external`).
         restore: a saved record of this run key: its cells and pilots are written back first where missing.
+        train: the methods whose cells this call may train (default ``methods``); the others' finished
+            cells are read and reported, so a call that trains one method still writes the whole run's record.
     """
     if work_dir is None:                # a run from scratch that leaves nothing behind
         import tempfile
         with tempfile.TemporaryDirectory(prefix="drdm-fewshot-") as tmp:
             return run_fewshot(records, protocol, work_dir=tmp, methods=methods, checkpoint=checkpoint, device=device,
                                progress=progress, stop_after=stop_after, test_records=test_records, command=command,
-                               restore=restore)
+                               restore=restore, train=train)
     from ..faults import guard
     from ..files import atomic_write
     from .fewshot_report import summarise
@@ -334,6 +337,9 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
     unknown = sorted(set(methods) - set(METHODS))
     if unknown or not methods:
         raise ValueError(f"methods must be taken from {METHODS}, got {list(methods)}")
+    train = set(methods if train is None else train)
+    if not train <= set(methods):
+        raise ValueError(f"train must be taken from methods {list(methods)}, got {sorted(train)}")
     work, dev, t_start = Path(work_dir), pick_device(device), time.perf_counter()
     with num_threads(prot.threads):
         slices = prepare_slices(records, crop=prot.crop, size=prot.size, percentiles=prot.percentiles)
@@ -411,7 +417,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             if rec is not None and rec["steps"] != budget[set_size(set_name)]:
                 supersede(path)                         # trained to another budget: set aside
                 rec = None
-            if rec is None and room():
+            if rec is None and room() and m in train:
                 items = pick(split["sets"][set_name])
                 with guard(f"few-shot cell {path.stem}"):      # full disk / no memory: one line, resumable
                     x, y = _train_pool(cache, m, items, prot, net, sha, dev, progress)
