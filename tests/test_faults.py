@@ -73,8 +73,11 @@ def test_a_fewshot_cell_that_runs_out_stops_with_one_line_and_resumes(fault, few
     assert not (tmp_path / "out").exists()
     monkeypatch.undo()
     assert main(fewshot_argv) == 0                                   # resumes: the missing units only
-    # 4 pilots (none, BigAug at both sizes) and 3 cells (d0, d1, large without augmentation), each .json + .pt
-    assert len([f for f in _files(work) if f.startswith("cells/")]) == 2 * (4 + 3)
+    # 4 pilots (none, BigAug at both sizes) and 3 cells (d0, d1, large without augmentation), each .json + .pt,
+    # and the run's ledger of the BigAug copies (cells/<run key>.copies.json)
+    cells = [f for f in _files(work) if f.startswith("cells/")]
+    assert len([f for f in cells if not f.endswith(".copies.json")]) == 2 * (4 + 3)
+    assert len([f for f in cells if f.endswith(".copies.json")]) == 1
 
 
 def test_fidelity_rows_are_whole_lines_even_when_the_disk_fills(tmp_path, monkeypatch):

@@ -22,7 +22,7 @@ from drdm.phantoms import phantom_records
 from drdm.tasks import fewshot as FS
 from drdm.tasks import fewshot_report as FR
 from drdm.tasks import augcache
-from drdm.tasks.fewshot_cells import restore_cells
+from drdm.tasks.fewshot_cells import ledger_path, restore_cells
 from drdm.tasks.augcache import AugCache
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -572,6 +572,10 @@ def test_a_lost_work_folder_is_rebuilt_from_the_saved_record_without_training(ci
             if d["average"] is not None:
                 assert res["dice_difference"][size][comp]["average"]["ci"] == pytest.approx(d["average"]["ci"],
                                                                                           abs=1e-3)
+    # the copies' accounting survives the lost cache: the record's ledger gives every copy back, seconds included
+    _same_accounts(res["cache"], whole["cache"])
+    assert set(whole["cache"]["slices"]) == set(whole["cache"]["copies"]) and whole["cache"]["copies"]["drdm_low"] > 0
+    assert ledger_path(cell_dir).is_file() and ledger_path(cell_dir).parent == cell_dir.parent
     # a second restore writes nothing, and a full run (no stop) finds every cell finished: it trains nothing
     stamps = _stamps(work)
     FS.run_fewshot(ci_run["records"], "ci", work_dir=work, restore=saved, **RUN)
@@ -590,11 +594,43 @@ def test_a_lost_work_folder_is_rebuilt_from_the_saved_record_without_training(ci
     # a record written before cells were kept gives its pilots back only
     old = {**saved, "numbers": {k: v for k, v in saved["numbers"].items() if k != "cells"}}
     assert sorted(restore_cells(old, tmp_path / "old", whole["run_key"])) == pilots
+    # a record written before the ledger: its per-method totals are restored as a floor of the accounting
+    cache = {k: v for k, v in saved["numbers"]["cache"].items() if k != "slices"}
+    legacy = {**saved, "numbers": {**saved["numbers"], "cache": cache}}
+    floor = FS.run_fewshot(ci_run["records"], "ci", work_dir=tmp_path / "legacy", stop_after=0, restore=legacy, **RUN)
+    assert not any(floor["cache"]["slices"].values()) and floor["cache"]["earlier"]       # no copy on disk
+    _same_accounts(floor["cache"], whole["cache"])
     # a record of another run (protocol or data) is refused before anything is written
     other = {**saved, "numbers": {**saved["numbers"], "run_key": "0123456789ab"}}
     with pytest.raises(ValueError, match="run key '0123456789ab'"):
         FS.run_fewshot(ci_run["records"], "ci", work_dir=tmp_path / "other", stop_after=0, restore=other, **RUN)
     assert not (tmp_path / "other" / "cells" / whole["run_key"]).exists()
+
+
+def _same_accounts(got: dict, want: dict) -> None:
+    assert got["copies"] == want["copies"] and got["bytes"] == want["bytes"]
+    assert got["seconds"] == pytest.approx(want["seconds"], abs=0.2)
+
+
+def test_copies_lost_from_the_cache_stay_in_the_run_s_accounts(ci_run, tmp_path):
+    """Half a method's copies deleted (a cache partly lost): the report still counts every copy once, from the
+    run folder's ledger; remaking them (the same by seed) replaces their entries and counts nothing twice."""
+    work = tmp_path / "work"
+    shutil.copytree(ci_run["work"], work)
+    whole = ci_run["result"]
+    files = sorted((work / "aug" / "drdm").glob("*.pt"))
+    for f in files[::2]:
+        f.unlink()
+    res = FS.run_fewshot(ci_run["records"], "ci", work_dir=work, stop_after=0, **RUN)
+    _same_accounts(res["cache"], whole["cache"])
+    assert not any(f.exists() for f in files[::2])                  # a report makes no copy
+    # no ledger and half the cache: only what is on disk is counted (so the check above is not vacuous)
+    ledger_path(work / "cells" / whole["run_key"]).unlink()
+    part = FS.run_fewshot(ci_run["records"], "ci", work_dir=work, stop_after=0, **RUN)
+    drdm = [m for m in whole["cache"]["copies"] if m.startswith("drdm")]        # both doses share aug/drdm
+    lost = sum(whole["cache"]["copies"][m] - part["cache"]["copies"][m] for m in drdm)
+    assert lost == CI.n_aug * len(files[::2]) > 0
+    assert part["cache"]["bytes"] < whole["cache"]["bytes"]
 
 
 def test_an_external_test_set_is_scored_from_the_saved_weights_without_training(ci_run, tmp_path):

@@ -129,22 +129,18 @@ class AugCache:
             found[i] = data
         return [(found[i]["images"], found[i]["labels"].long()) for i in range(len(items))]
 
-    def recorded(self, method: str, items: Sequence[Slice], params: dict) -> tuple[int, float]:
-        """``(copies on disk, seconds they took to make)`` for ``items``; generates nothing."""
-        n, seconds = 0, 0.0
+    def ledger(self, method: str, items: Sequence[Slice], params: dict) -> dict[str, dict]:
+        """``{slice name: {"copies", "bytes", "seconds"}}`` for the copies of ``items`` on disk (the
+        seconds their latest making took); generates nothing."""
+        out = {}
         for s in items:
             p = self.path(method, s, params)
             if p.is_file():
                 d = torch.load(p, weights_only=True, mmap=True)       # the tensors stay on disk
-                if d.get("source") != s.digest:
-                    continue
-                n += int(d["images"].shape[0])
-                seconds += float(d.get("seconds", 0.0))
-        return n, seconds
-
-    def size_bytes(self) -> int:
-        """Bytes of every cached file under ``root``."""
-        return sum(p.stat().st_size for p in self.root.rglob("*.pt")) if self.root.is_dir() else 0
+                if d.get("source") == s.digest:
+                    out[s.name] = {"copies": int(d["images"].shape[0]), "bytes": p.stat().st_size,
+                                   "seconds": round(float(d.get("seconds", 0.0)), 2)}
+        return out
 
 
 def method_params(method: str, *, n_aug: int, seed: int, prep: dict, levels=(), settings: str | None = None,

@@ -47,7 +47,7 @@ from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 from ..runner import pick_device
 from ._common import log, num_threads
 from .augcache import AugCache, augmenter, copies, copy_params, drdm_identity
-from .fewshot_cells import restore_cells, supersede
+from .fewshot_cells import copy_accounts, restore_cells, supersede
 from .fewshot_report import FEWSHOT_METHODS as METHODS, METHOD_LABELS, mean_dice, set_size, subject_scores
 
 __all__ = ["FewShotProtocol", "PROTOCOLS", "METHODS", "STRUCTURES", "run_fewshot", "score_external", "split_slices",
@@ -312,7 +312,8 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
     Args:
         records: labelled :class:`drdm.data.Record` (3-D volumes are cut into slices).
         protocol: a :data:`PROTOCOLS` name or a :class:`FewShotProtocol`.
-        work_dir: pilot and cells in ``cells/<run key>/``, copies in ``aug/`` (``None``: a temporary folder).
+        work_dir: pilot and cells in ``cells/<run key>/``, the copies' ledger in ``cells/<run key>.copies.json``,
+            copies in ``aug/`` (``None``: a temporary folder).
         methods: subset of :data:`METHODS`; the DRDM methods need ``checkpoint`` (default the
             release's 2-D weights from ``../shared``), else they are skipped with the reason recorded.
         stop_after: stop after this many newly trained cells or pilots (``0``: report only).
@@ -430,11 +431,10 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             if rec is not None:
                 cells.append(rec)
         external = None if test_records is None else score_external(cell_dir, test_records, prot, device=dev)
-        made, superseded = {}, {q.stem: json.loads(q.read_text()) for q in sorted(cell_dir.glob("superseded/*.json"))}
-        for m in methods:
-            if m != "none" and m not in skipped:
-                made[m] = cache.recorded(augmenter(m), pick(split["sets"]["large"]),
-                                         copy_params(m, prot, net=net, checkpoint_sha256=sha))
+        superseded = {q.stem: json.loads(q.read_text()) for q in sorted(cell_dir.glob("superseded/*.json"))}
+        accounts = copy_accounts(cell_dir, {m: cache.ledger(augmenter(m), pick(split["sets"]["large"]),
+                                                             copy_params(m, prot, net=net, checkpoint_sha256=sha))
+                                            for m in methods if m != "none" and m not in skipped})
     info = {"command": command, "protocol": dataclasses.asdict(prot), "run_key": key, "split": split,
             "n_slices": {k: len(pick(v)) for k, v in (("test", split["test"]), ("val", split["val"]),
                                                        *split["sets"].items())},
@@ -450,8 +450,7 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
             "levels": {m: list(prot.levels(m)) for m in METHODS if m.startswith("drdm")},
             "labels": {m: prot.label(m) for m in METHODS},
             "settings": None if net is None else copy_params("drdm", prot, net=net)["settings"],
-            "cache": {"bytes": cache.size_bytes(), "seconds": {m: round(v[1], 1) for m, v in made.items()},
-                      "copies": {m: v[0] for m, v in made.items()}},
+            "cache": accounts,
             # compute spent: the pilot's training and this invocation (timings: out of result comparisons)
             "seconds": {"pilot": round(sum(p["wall_s"] for ps in pilots.values() for p in ps), 1),
                         "session": round(time.perf_counter() - t_start, 1)}}

@@ -1,5 +1,6 @@
-"""The few-shot run folder's cell records: set aside a cell trained to another budget, and write back
-the cells and pilots a saved record carries into a lost folder (:func:`restore_cells`)."""
+"""The few-shot run folder's cell records: set aside a cell trained to another budget, write back
+the cells, pilots and copy ledger a saved record carries into a lost folder (:func:`restore_cells`), and
+account for the run's copies (:func:`copy_accounts`)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,15 @@ from ..files import atomic_write
 from ._common import log
 from .fewshot_report import set_size
 
-__all__ = ["supersede", "restore_cells"]
+__all__ = ["supersede", "restore_cells", "copy_accounts", "ledger_path"]
+
+
+def ledger_path(cell_dir: str | Path) -> Path:
+    """The run's ledger of the copies its cells trained on (one entry per method and slice),
+    ``<work>/cells/<run key>.copies.json``: beside the cell folder, not among its records, so the record's
+    copy accounting survives a lost cache (the copies are then remade, the same by seed)."""
+    cell_dir = Path(cell_dir)
+    return cell_dir.parent / f"{cell_dir.name}.copies.json"
 
 
 def supersede(path: Path) -> None:
@@ -53,6 +62,7 @@ def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
     todo.update({name: {**rec, "wall_s": timings.get("wall_s", {}).get(name, 0.0)}
                  for name, rec in numbers.get("cells", {}).items()
                  if rec["steps"] == budget.get(set_size(rec["set"]))})
+    _restore_ledger(numbers.get("cache", {}), timings, ledger_path(cell_dir))
     written = []
     for name, rec in todo.items():
         path = cell_dir / f"{name}.json"
@@ -61,3 +71,66 @@ def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
             atomic_write(path, lambda tmp, r=rec: Path(tmp).write_text(json.dumps({**r, "restored": True})))
             written.append(name)
     return written
+
+
+def _restore_ledger(cache: dict, timings: dict, path: Path) -> None:
+    """Write a saved record's copy ledger (``cache["slices"]``; saved, its seconds are under ``timings``)
+    into ``path``; entries the folder's own ledger already has are kept. A record written before the ledger
+    carries per-method totals only: they are kept under ``"earlier"``, a floor of the accounting."""
+    def entry(m, name, e):
+        return {**e, "seconds": e.get("seconds", timings.get(f"cache.slices.{m}.{name}.seconds", 0.0))}
+
+    ledger = {"slices": {m: {name: entry(m, name, e) for name, e in v.items()}
+                         for m, v in cache.get("slices", {}).items()}}
+    if "earlier" in cache:
+        old = cache["earlier"]
+        ledger["earlier"] = {**old, "seconds": old.get("seconds", timings.get("cache.earlier.seconds", {}))}
+    elif "slices" not in cache and cache.get("copies"):
+        ledger["earlier"] = {"copies": cache["copies"], "bytes": cache["bytes"],
+                             "seconds": cache.get("seconds", timings.get("cache.seconds", {}))}
+    have = _read(path)
+    kept = have.get("slices", {})
+    merged = {"slices": {m: {**ledger["slices"].get(m, {}), **kept.get(m, {})} for m in {*ledger["slices"], *kept}}}
+    if "earlier" in have or "earlier" in ledger:
+        merged["earlier"] = have.get("earlier", ledger.get("earlier"))
+    _write_changed(path, merged, have)
+
+
+def copy_accounts(cell_dir: str | Path, on_disk: dict[str, dict[str, dict]]) -> dict:
+    """The record's ``cache`` block: the copies the run's methods made, per method (``copies``, ``seconds``)
+    and in all (``bytes``), with the per-slice ledger under ``slices``.
+
+    ``on_disk`` is ``{method: AugCache.ledger(...)}`` for the run's largest labelled set. It is merged into
+    the run's ledger (:func:`ledger_path`; what is on disk now wins; entries for copies no longer on disk, restored
+    from a saved record or counted by an earlier call, stay), which is written back when it changed: so a
+    lost cache, remade in part, still counts every copy once. A ledger restored from a record written before
+    it has per-method totals only (``"earlier"``): each total is then the larger of the two, a lower bound
+    until the remade copies pass it.
+    """
+    path = ledger_path(cell_dir)
+    have = _read(path)
+    kept = have.get("slices", {})
+    slices = {m: {**kept.get(m, {}), **now} for m, now in on_disk.items()}
+    _write_changed(path, {**have, "slices": {**kept, **slices}}, have)
+    copies = {m: sum(e["copies"] for e in v.values()) for m, v in slices.items()}
+    seconds = {m: sum(e["seconds"] for e in v.values()) for m, v in slices.items()}
+    nbytes = sum(e["bytes"] for v in slices.values() for e in v.values())
+    out = {"slices": slices}
+    if "earlier" in have:
+        old = have["earlier"]
+        out["earlier"] = old
+        copies = {m: max(v, old["copies"].get(m, 0)) for m, v in copies.items()}
+        seconds = {m: max(v, old["seconds"].get(m, 0.0)) for m, v in seconds.items()}
+        nbytes = max(nbytes, old["bytes"])
+    return {"bytes": nbytes, "seconds": {m: round(v, 1) for m, v in seconds.items()}, "copies": copies, **out}
+
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_changed(path: Path, ledger: dict, have: dict) -> None:
+    """Write ``ledger`` to ``path`` (atomically) when it differs from ``have`` and holds anything."""
+    if ledger != have and (any(ledger["slices"].values()) or "earlier" in ledger):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(ledger)))
