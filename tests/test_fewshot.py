@@ -18,6 +18,7 @@ import torch
 
 from drdm.data import ACDC_CONVENTION, Record
 from drdm.data.crops import prepare_slices
+from drdm.files import atomic_write
 from drdm.phantoms import phantom_records
 from drdm.tasks import fewshot as FS
 from drdm.tasks import fewshot_report as FR
@@ -574,8 +575,8 @@ def test_a_lost_work_folder_is_rebuilt_from_the_saved_record_without_training(ci
                                                                                           abs=1e-3)
     # the copies' accounting survives the lost cache: the record's ledger gives every copy back, seconds included
     _same_accounts(res["cache"], whole["cache"])
-    assert set(whole["cache"]["slices"]) == set(whole["cache"]["copies"]) and whole["cache"]["copies"]["drdm_low"] > 0
-    assert ledger_path(cell_dir).is_file() and ledger_path(cell_dir).parent == cell_dir.parent
+    assert json.loads(ledger_path(cell_dir).read_text())["slices"] == whole["cache"]["slices"]      # seconds too
+    assert whole["cache"]["copies"]["drdm_low"] > 0
     # a second restore writes nothing, and a full run (no stop) finds every cell finished: it trains nothing
     stamps = _stamps(work)
     FS.run_fewshot(ci_run["records"], "ci", work_dir=work, restore=saved, **RUN)
@@ -600,6 +601,11 @@ def test_a_lost_work_folder_is_rebuilt_from_the_saved_record_without_training(ci
     floor = FS.run_fewshot(ci_run["records"], "ci", work_dir=tmp_path / "legacy", stop_after=0, restore=legacy, **RUN)
     assert not any(floor["cache"]["slices"].values()) and floor["cache"]["earlier"]       # no copy on disk
     _same_accounts(floor["cache"], whole["cache"])
+    # the oldest records timed all copies as one number: their copies and bytes still floor the accounting
+    prov = {**saved["provenance"], "timings": {**saved["provenance"]["timings"], "cache.seconds": 12.5}}
+    oldest = FS.run_fewshot(ci_run["records"], "ci", work_dir=tmp_path / "oldest", stop_after=0, **RUN,
+                            restore={**legacy, "provenance": prov})
+    assert oldest["cache"]["copies"] == whole["cache"]["copies"] and oldest["cache"]["bytes"] == whole["cache"]["bytes"]
     # a record of another run (protocol or data) is refused before anything is written
     other = {**saved, "numbers": {**saved["numbers"], "run_key": "0123456789ab"}}
     with pytest.raises(ValueError, match="run key '0123456789ab'"):
@@ -614,22 +620,30 @@ def _same_accounts(got: dict, want: dict) -> None:
 
 def test_copies_lost_from_the_cache_stay_in_the_run_s_accounts(ci_run, tmp_path):
     """Half a method's copies deleted (a cache partly lost): the report still counts every copy once, from the
-    run folder's ledger; remaking them (the same by seed) replaces their entries and counts nothing twice."""
+    run folder's ledger; a copy made again replaces its entry (its new seconds), and counts nothing twice."""
     work = tmp_path / "work"
     shutil.copytree(ci_run["work"], work)
     whole = ci_run["result"]
     files = sorted((work / "aug" / "drdm").glob("*.pt"))
+    kept = torch.load(files[0], weights_only=True)
     for f in files[::2]:
         f.unlink()
     res = FS.run_fewshot(ci_run["records"], "ci", work_dir=work, stop_after=0, **RUN)
     _same_accounts(res["cache"], whole["cache"])
     assert not any(f.exists() for f in files[::2])                  # a report makes no copy
+    # one copy file made again, 100 s slower: what is on disk wins, the rest of the ledger stays
+    remade = {**kept, "seconds": kept["seconds"] + 100.0}
+    atomic_write(files[0], lambda tmp: torch.save(remade, tmp))       # as the cache writes it (same bytes)
+    again = FS.run_fewshot(ci_run["records"], "ci", work_dir=work, stop_after=0, **RUN)
+    assert again["cache"]["copies"] == whole["cache"]["copies"] and again["cache"]["bytes"] == whole["cache"]["bytes"]
+    drdm_s = lambda r: sum(v for m, v in r["cache"]["seconds"].items() if m.startswith("drdm"))
+    assert drdm_s(again) == pytest.approx(drdm_s(whole) + 100.0, abs=0.2)
     # no ledger and half the cache: only what is on disk is counted (so the check above is not vacuous)
     ledger_path(work / "cells" / whole["run_key"]).unlink()
     part = FS.run_fewshot(ci_run["records"], "ci", work_dir=work, stop_after=0, **RUN)
     drdm = [m for m in whole["cache"]["copies"] if m.startswith("drdm")]        # both doses share aug/drdm
     lost = sum(whole["cache"]["copies"][m] - part["cache"]["copies"][m] for m in drdm)
-    assert lost == CI.n_aug * len(files[::2]) > 0
+    assert lost == CI.n_aug * (len(files[::2]) - 1) > 0              # all deleted but the one made again
     assert part["cache"]["bytes"] < whole["cache"]["bytes"]
 
 

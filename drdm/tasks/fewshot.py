@@ -21,7 +21,7 @@ before any number):
    record written atomically to ``<work>/cells/<run key>/<cell>.json`` with its weights beside it
    (``.pt``), so a killed run loses at most the cell it was training and a second test set can be
    scored later without training (:func:`score_external`). The saved record carries every cell's record
-   but its weights, so ``restore`` rebuilds a lost work folder's cells and pilots.
+   but its weights, so ``restore`` rebuilds a lost work folder's cells, pilots and copy ledger.
 6. **Report**: :mod:`drdm.tasks.fewshot_report` (per-subject scores, crossed t-intervals, rule).
 
 It is the book's one segmentation pipeline: :data:`PROTOCOLS` ``cpu`` (the recorded ACDC run), ``gpu``
@@ -319,7 +319,8 @@ def run_fewshot(records, protocol: str | FewShotProtocol = "cpu", *, work_dir: s
         stop_after: stop after this many newly trained cells or pilots (``0``: report only).
         test_records: a second labelled test set, scored by every finished cell without training, in a
             table of its own (:func:`score_external`).
-        restore: a saved record of this run key: its cells and pilots are written back first where missing.
+        restore: a saved record of this run key: its cells, pilots and copy ledger are written back first
+            where missing.
         train: the methods whose cells this call may train (default ``methods``); the others' finished
             cells are read and reported, so a call that trains one method still writes the whole run's record.
     """

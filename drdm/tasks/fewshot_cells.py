@@ -39,7 +39,8 @@ def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
     :func:`~drdm.tasks.fewshot.score_external` passes them by (weights left without their record, a run
     killed between the two writes, belong to no record and are removed). A cell trained to another budget
     than the record's is not restored (it would only be set aside). A record already in the folder is
-    kept. Returns the names written.
+    kept. The record's ledger of copies made (``cache["slices"]``) goes back to :func:`ledger_path`, so
+    the copies lost with the folder still count. Returns the names of the cell and pilot records written.
 
     Raises:
         ValueError: the record is of another run key (another protocol or data), or carries no run key.
@@ -85,9 +86,10 @@ def _restore_ledger(cache: dict, timings: dict, path: Path) -> None:
     if "earlier" in cache:
         old = cache["earlier"]
         ledger["earlier"] = {**old, "seconds": old.get("seconds", timings.get("cache.earlier.seconds", {}))}
-    elif "slices" not in cache and cache.get("copies"):
+    elif "slices" not in cache and isinstance(cache.get("copies"), dict) and cache["copies"]:
+        spent = cache.get("seconds", timings.get("cache.seconds", {}))
         ledger["earlier"] = {"copies": cache["copies"], "bytes": cache["bytes"],
-                             "seconds": cache.get("seconds", timings.get("cache.seconds", {}))}
+                             "seconds": spent if isinstance(spent, dict) else {}}   # oldest form: one number
     have = _read(path)
     kept = have.get("slices", {})
     merged = {"slices": {m: {**ledger["slices"].get(m, {}), **kept.get(m, {})} for m in {*ledger["slices"], *kept}}}
