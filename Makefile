@@ -57,8 +57,8 @@ fidelity: $(STAMP)
 # the recorded few-shot segmentation run, Table 2 on ACDC (chapter 4, results/cpu/segmentation_acdc.*): needs
 # ../shared/data/acdc_slices; about 15 to 25 h on 2 cores (two machines' rates, chapter 4), resumable
 # (cells, weights and copies stay in runs/fewshot; a lost runs/fewshot gets its finished cells back from the
-# committed record, so only copies are remade; a record of another run key, other slices in ../shared or another
-# protocol, stops it with an error)
+# committed record, so only copies are remade, counted once by the record's ledger; a record of another run key,
+# other slices in ../shared or another protocol, stops it with an error)
 FEWSHOT_RECORD := results/cpu/segmentation_acdc.json
 fewshot: $(STAMP)
 	$(VENV)/bin/drdm fewshot --data acdc-h5 --data-dir ../shared/data/acdc_slices --protocol cpu \
