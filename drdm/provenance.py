@@ -13,7 +13,7 @@ import torch
 
 from .files import atomic_write
 
-__all__ = ["repo_root", "results_dir", "git_commit", "output_dir", "save_results", "Timer"]
+__all__ = ["repo_root", "results_dir", "git_commit", "output_dir", "save_results", "join_timings", "Timer"]
 
 #: the copy of the repository's ``results/`` inside a built package (``setup.py`` puts it there)
 PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
@@ -105,6 +105,19 @@ def _split_timings(x, moved: dict, path: str):
             moved[key] = v
         else:
             out[k] = _split_timings(v, moved, key + ".")
+    return out
+
+
+def join_timings(numbers, timings: dict, path: str = ""):
+    """The inverse of the split :func:`save_results` makes: ``numbers`` with each ``timings`` entry
+    filed under a :data:`TIMING_KEYS` name (keyed by its dotted path, e.g. ``"cache.slices.drdm.<slice>.seconds"``)
+    put back in place, so a saved record reads as its writer built it. The path is followed key by key
+    through ``numbers``, never split on its dots (slice and cell names may hold dots). A ``timings``
+    entry of another name, or whose parent ``numbers`` lacks, stays out."""
+    if not isinstance(numbers, dict):
+        return numbers
+    out = {k: join_timings(v, timings, f"{path}{k}.") for k, v in numbers.items()}
+    out.update({k: timings[path + k] for k in TIMING_KEYS if path + k in timings})
     return out
 
 

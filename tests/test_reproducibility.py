@@ -30,3 +30,19 @@ def test_timings_are_filed_under_provenance_so_two_runs_compare_equal(tmp_path):
                               "seconds": {"note": "not a timing"}}
     assert doc["provenance"]["timings"] == {"cells.d0.wall_s": 2.5, "wall_s": {"d0": 2.5, "d1": 3.0}}
     assert doc["provenance"]["wall_time_s"] == 5.5
+
+
+def test_joining_the_timings_back_gives_the_record_as_built(tmp_path):
+    """join_timings undoes the split: a saved record's numbers with its timings joined back equal what the
+    writer passed, at every depth and under names with dots (followed key by key, never split on dots);
+    a timing passed by name (not a timing key) stays out."""
+    from drdm.provenance import join_timings, save_results
+    numbers = {"cache": {"slices": {"drdm": {"p001.ED.s03": {"copies": 8, "seconds": 97.5}}}, "bytes": 10},
+               "wall_s": {"d0": 2.5}, "seconds": {"note": "not a timing"}, "only": {"wall_s": 1.0}}
+    doc = json.loads(save_results("probe", numbers, profile="ci", seed=0, device="cpu", wall_time_s=5.5,
+                                  out_dir=tmp_path, timings={"sample_seconds_total": 9.0}).read_text())
+    assert doc["numbers"]["cache"]["slices"]["drdm"]["p001.ED.s03"] == {"copies": 8}
+    assert doc["numbers"]["only"] == {}
+    joined = join_timings(doc["numbers"], doc["provenance"]["timings"])
+    assert joined == numbers
+    assert join_timings(numbers, {}) == numbers

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..files import atomic_write
+from ..provenance import join_timings
 from ._common import log
 from .fewshot_report import set_size
 
@@ -45,8 +46,7 @@ def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
     Raises:
         ValueError: the record is of another run key (another protocol or data), or carries no run key.
     """
-    numbers = record.get("numbers", record)
-    timings = record.get("provenance", {}).get("timings", numbers)      # unsaved: timings still in place
+    numbers = join_timings(record.get("numbers", record), record.get("provenance", {}).get("timings", {}))
     if numbers.get("run_key") != key:
         raise ValueError(f"the record to restore is of run key {numbers.get('run_key')!r}, this run's is {key!r}: "
                          "another protocol or other data")
@@ -56,14 +56,14 @@ def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
     cell_dir = Path(cell_dir)
     cell_dir.mkdir(parents=True, exist_ok=True)
     pilots = [(size, p) for size, ps in numbers.get("pilot", {}).items() for p in ps]
-    pilot_s = timings.get("seconds", {}).get("pilot", 0.0) / max(1, len(pilots))
+    pilot_s = numbers.get("seconds", {}).get("pilot", 0.0) / max(1, len(pilots))
     todo = {f"pilot_{size}_{p['method']}": {**p, "set": "large" if size == "large" else "d0",
                                             "wall_s": p.get("wall_s", pilot_s)} for size, p in pilots}
     budget = numbers.get("budget", {})
-    todo.update({name: {**rec, "wall_s": timings.get("wall_s", {}).get(name, 0.0)}
+    todo.update({name: {**rec, "wall_s": numbers.get("wall_s", {}).get(name, 0.0)}
                  for name, rec in numbers.get("cells", {}).items()
                  if rec["steps"] == budget.get(set_size(rec["set"]))})
-    _restore_ledger(numbers.get("cache", {}), timings, ledger_path(cell_dir))
+    _restore_ledger(numbers.get("cache", {}), ledger_path(cell_dir))
     written = []
     for name, rec in todo.items():
         path = cell_dir / f"{name}.json"
@@ -74,20 +74,16 @@ def restore_cells(record: dict, cell_dir: str | Path, key: str) -> list[str]:
     return written
 
 
-def _restore_ledger(cache: dict, timings: dict, path: Path) -> None:
-    """Write a saved record's copy ledger (``cache["slices"]``; saved, its seconds are under ``timings``)
-    into ``path``; entries the folder's own ledger already has are kept. A record written before the ledger
-    carries per-method totals only: they are kept under ``"earlier"``, a floor of the accounting."""
-    def entry(m, name, e):
-        return {**e, "seconds": e.get("seconds", timings.get(f"cache.slices.{m}.{name}.seconds", 0.0))}
-
-    ledger = {"slices": {m: {name: entry(m, name, e) for name, e in v.items()}
+def _restore_ledger(cache: dict, path: Path) -> None:
+    """Write a saved record's copy ledger (``cache["slices"]``, its timings joined back) into ``path``;
+    entries the folder's own ledger already has are kept. A record written before the ledger carries
+    per-method totals only: they are kept under ``"earlier"``, a floor of the accounting."""
+    ledger = {"slices": {m: {name: {"seconds": 0.0, **e} for name, e in v.items()}
                          for m, v in cache.get("slices", {}).items()}}
     if "earlier" in cache:
-        old = cache["earlier"]
-        ledger["earlier"] = {**old, "seconds": old.get("seconds", timings.get("cache.earlier.seconds", {}))}
+        ledger["earlier"] = {"seconds": {}, **cache["earlier"]}
     elif "slices" not in cache and isinstance(cache.get("copies"), dict) and cache["copies"]:
-        spent = cache.get("seconds", timings.get("cache.seconds", {}))
+        spent = cache.get("seconds", {})
         ledger["earlier"] = {"copies": cache["copies"], "bytes": cache["bytes"],
                              "seconds": spent if isinstance(spent, dict) else {}}   # oldest form: one number
     have = _read(path)
