@@ -87,8 +87,7 @@ def _restore_ledger(cache: dict, path: Path) -> None:
         ledger["earlier"] = {"copies": cache["copies"], "bytes": cache["bytes"],
                              "seconds": spent if isinstance(spent, dict) else {}}   # oldest form: one number
     have = _read(path)
-    kept = have.get("slices", {})
-    merged = {"slices": {m: {**ledger["slices"].get(m, {}), **kept.get(m, {})} for m in {*ledger["slices"], *kept}}}
+    merged = {"slices": _merge(ledger["slices"], have.get("slices", {}))}
     if "earlier" in have or "earlier" in ledger:
         merged["earlier"] = have.get("earlier", ledger.get("earlier"))
     _write_changed(path, merged, have)
@@ -107,9 +106,9 @@ def copy_accounts(cell_dir: str | Path, on_disk: dict[str, dict[str, dict]]) -> 
     """
     path = ledger_path(cell_dir)
     have = _read(path)
-    kept = have.get("slices", {})
-    slices = {m: {**kept.get(m, {}), **now} for m, now in on_disk.items()}
-    _write_changed(path, {**have, "slices": {**kept, **slices}}, have)
+    merged = _merge(have.get("slices", {}), on_disk)
+    _write_changed(path, {**have, "slices": merged}, have)
+    slices = {m: merged[m] for m in on_disk}
     copies = {m: sum(e["copies"] for e in v.values()) for m, v in slices.items()}
     seconds = {m: sum(e["seconds"] for e in v.values()) for m, v in slices.items()}
     nbytes = sum(e["bytes"] for v in slices.values() for e in v.values())
@@ -121,6 +120,11 @@ def copy_accounts(cell_dir: str | Path, on_disk: dict[str, dict[str, dict]]) -> 
         seconds = {m: max(v, old["seconds"].get(m, 0.0)) for m, v in seconds.items()}
         nbytes = max(nbytes, old["bytes"])
     return {"bytes": nbytes, "seconds": {m: round(v, 1) for m, v in seconds.items()}, "copies": copies, **out}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """Two ledgers' ``{method: {slice: entry}}`` joined slice by slice, ``over``'s entry winning."""
+    return {m: {**base.get(m, {}), **over.get(m, {})} for m in {*base, *over}}
 
 
 def _read(path: Path) -> dict:
