@@ -124,7 +124,7 @@ def copy_accounts(cell_dir: str | Path, on_disk: dict[str, dict[str, dict]]) -> 
 
 def _merge(base: dict, over: dict) -> dict:
     """Two ledgers' ``{method: {slice: entry}}`` joined slice by slice, ``over``'s entry winning."""
-    return {m: {**base.get(m, {}), **over.get(m, {})} for m in {*base, *over}}
+    return {m: {**base.get(m, {}), **over.get(m, {})} for m in dict.fromkeys([*base, *over])}   # ordered
 
 
 def _read(path: Path) -> dict:
