@@ -422,6 +422,30 @@ def test_the_rule_waits_for_a_second_draw_before_it_decides():
     assert dec["diff"]["clusters"] == 2 and dec["decision"] in ("reproduced", "contradicted", "inconclusive")
 
 
+def test_a_per_structure_mark_and_the_verdict_wait_for_every_planned_draw():
+    """✓ (one sign in every draw) needs all the protocol's draws: with 2 of 3 in, the same signs get no
+    mark and the verdict says how many of the planned draws it rests on; with 3 the mark appears."""
+    def cell(set_name, method, dice):
+        c = _hand_cell(set_name, [.5, .6, .7, .7, .7], method=method)
+        c["subjects"] = [f"p{i}" for i in range(5)]
+        for t, v in zip(("t1", "t2"), dice):
+            for name, _ in FS.STRUCTURES:
+                c["test"][t][name]["dice"] = v
+        return c
+    info = {"protocol": {"draws": 3, "arms": [["small", "none", 1], ["small", "drdm", 1]]}}
+    runs = {d: [cell(d, "none", (.40 + k / 50, .50)), cell(d, "drdm", (.80, .90 - k / 50))]
+            for k, d in enumerate(("d0", "d1", "d2"))}
+
+    def row_and_line(draws):
+        res = FR.summarise([c for d in draws for c in runs[d]], info)
+        row = next(r for r in res["markdown"].splitlines() if r.startswith("| 5 | DRDM") and "- none" in r)
+        return row, next(v for v in res["verdict"] if "minus none" in v)
+    row, line = row_and_line(("d0", "d1"))
+    assert "✓" not in row and "2 labelled draws of the 3 planned" in line
+    row, line = row_and_line(("d0", "d1", "d2"))
+    assert row.count("✓") == len(FS.STRUCTURES) + 1 and "planned" not in line and "3 labelled draws" in line
+
+
 # ---------------------------------------------------------------- a whole ci run
 
 def _budget_by_hand(histories, minimum, multiple, tolerance=0.01, margin=2, cap=None):

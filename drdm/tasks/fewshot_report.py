@@ -274,7 +274,7 @@ def verdict_lines(result: dict) -> list[str]:
             continue
         head = (f"{label}: {d['mean']:+.1f} Dice points, 95 % interval [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over "
                 f"{d['n']} test subjects and {_count(d['replicates'], 'paired run')} "
-                f"({_units(dec['size'], d)})")
+                f"({_units(dec['size'], d, _planned_clusters(result, dec['size'], dec['a'], dec['b']))})")
         if dec["paper"] is None:
             lines.append(head + ("; the paper reports no such difference." if _claim(result)
                                  else ": measured on phantoms, no verdict on the paper's claim (that is about ACDC)."))
@@ -299,10 +299,12 @@ def _claim(result: dict) -> bool:
     return result.get("protocol", {}).get("claim", True)
 
 
-def _units(size: str, d: dict) -> str:
-    """What an interval's clusters are, and its degrees of freedom."""
+def _units(size: str, d: dict, planned: int | None = None) -> str:
+    """What an interval's clusters are (and how many of the ``planned``), and its degrees of freedom."""
     large = size == "large"
     unit = _count(d["clusters"], "training seed" if large else "labelled draw")
+    if planned is not None and d["clusters"] < planned:
+        unit += f" of the {planned} planned"
     unit += " of one labelled set" if large else ""
     if "df" not in d:
         return unit
@@ -316,11 +318,23 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _ci(d: dict | None, mark: bool = False) -> str:
-    """``mean [lo, hi]``; with ``mark``, ✓ where every labelled draw gives the difference one sign."""
+def _planned_clusters(result: dict, size: str, a: str, b: str) -> int | None:
+    """How many clusters (labelled draws; at 20 subjects, training seeds) the protocol plans for the
+    difference ``a - b`` at ``size``; None where the record has no protocol arms for both."""
+    prot = result.get("protocol", {})
+    seeds = {m: n for s, m, n in prot.get("arms", ()) if s == size}
+    if a not in seeds or b not in seeds:
+        return None
+    return min(seeds[a], seeds[b]) if size == "large" else prot.get("draws")
+
+
+def _ci(d: dict | None, mark: bool = False, planned: int | None = None) -> str:
+    """``mean [lo, hi]``; with ``mark``, ✓ where every labelled draw gives the difference one sign,
+    and, with ``planned``, all the protocol's planned draws are in (fewer cannot show a finding)."""
     if d is None:
         return "–"
-    tick = " ✓" if mark and d.get("same_sign") else ""
+    whole = planned is None or d.get("clusters", 0) >= planned
+    tick = " ✓" if mark and whole and d.get("same_sign") else ""
     return f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]{tick}"
 
 
@@ -357,8 +371,10 @@ def _diff_table(result: dict, diffs: dict) -> list[str]:
             avg = row["average"]
             mdd = "–" if avg is None else f"{avg['mdd']:.1f}"
             df = "–" if avg is None or "df" not in avg else f"{avg['df']:.1f}"
+            planned = _planned_clusters(result, size, a, b)
             out.append(f"| {n} | {_label(result, a)} - {_label(result, b)} | "
-                       + " | ".join(_ci(avg if c == "Average" else row[c], mark=True) for c in cols)
+                       + " | ".join(_ci(avg if c == "Average" else row[c], mark=True, planned=planned)
+                                    for c in cols)
                        + f" | {df} | {mdd} |")
     return out
 
@@ -368,8 +384,9 @@ def fewshot_markdown(result: dict) -> str:
     out = _score_table(result, result["results"], "Test subjects' scores (%; ASD in pixels of the protocol grid): mean over "
                                           "test subjects, each subject's score averaged over its runs first")
     out += ["", "Dice differences (points), 95 % crossed t-intervals (test subjects x labelled draws; at 20 subjects x "
-            "training seeds), each on its own degrees of freedom (the last columns give the Average's); ✓: every "
-            "labelled draw (at 20 subjects, every seed) gives the difference the same sign", "",
+            "training seeds), each on its own degrees of freedom (the last columns give the Average's); ✓: all the "
+            "protocol's labelled draws (at 20 subjects, training seeds) are in and each gives the difference the "
+            "same sign", "",
             *_diff_table(result, result["dice_difference"])]
     runs = ["| labelled | cell | steps | final val Dice | val change, last fifth | training images | flag |",
             "|---|---|---|---|---|---|---|"]
