@@ -13,7 +13,7 @@ import torch
 
 from .files import atomic_write
 
-__all__ = ["repo_root", "results_dir", "git_commit", "output_dir", "save_results", "join_timings", "Timer"]
+__all__ = ["repo_root", "results_dir", "git_commit", "machine", "output_dir", "save_results", "join_timings", "Timer"]
 
 #: the copy of the repository's ``results/`` inside a built package (``setup.py`` puts it there)
 PACKAGED_RESULTS = Path(__file__).resolve().parent / "_results"
@@ -88,9 +88,10 @@ def _clean(x):
     return x
 
 
-#: keys whose numbers (or ``{name: number}`` tables) time a run rather than measure its result: kept
-#: out of ``numbers`` (they differ between identical runs)
-TIMING_KEYS = ("wall_time_s", "wall_s", "images_per_s", "samples_per_s", "seconds")
+#: keys whose numbers (or ``{name: number}`` tables) time a run rather than measure its result, and
+#: ``machine`` (:func:`machine`'s table, what ran it): kept out of ``numbers`` (they differ between
+#: identical runs)
+TIMING_KEYS = ("wall_time_s", "wall_s", "images_per_s", "samples_per_s", "seconds", "machine")
 
 
 def _split_timings(x, moved: dict, path: str):
@@ -100,7 +101,7 @@ def _split_timings(x, moved: dict, path: str):
     out = {}
     for k, v in x.items():
         key = f"{path}{k}"
-        if k in TIMING_KEYS and (isinstance(v, (int, float)) or (
+        if k in TIMING_KEYS and (isinstance(v, (int, float)) or (k == "machine" and isinstance(v, dict)) or (
                 isinstance(v, dict) and v and all(isinstance(u, (int, float)) for u in v.values()))):
             moved[key] = v
         else:
@@ -119,6 +120,15 @@ def join_timings(numbers, timings: dict, path: str = ""):
     out = {k: join_timings(v, timings, f"{path}{k}.") for k, v in numbers.items()}
     out.update({k: timings[path + k] for k in TIMING_KEYS if path + k in timings})
     return out
+
+
+def machine() -> dict:
+    """What ran the numbers, for reading a record's timings: the architecture, the widest vector
+    instruction set PyTorch's CPU kernels use here (e.g. ``"AVX2"``, ``"AVX512"``), the cores
+    and PyTorch's thread count. Two machines of one architecture can differ severalfold in speed
+    by the vector set alone, and their results agree to rounding, not to the bit."""
+    return {"arch": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cores": os.cpu_count(), "threads": torch.get_num_threads()}
 
 
 def output_dir(out_dir: str | Path = "results") -> Path:
@@ -153,7 +163,7 @@ def save_results(name: str, numbers: dict, *, profile: str, seed: int, device: s
         "numbers": _clean(numbers),
         "provenance": {"commit": git_commit(), "device": str(device), "wall_time_s": round(wall_time_s, 1),
                        "torch": torch.__version__, "python": platform.python_version(),
-                       **({"timings": _clean(moved)} if moved else {})},
+                       "machine": machine(), **({"timings": _clean(moved)} if moved else {})},
     }
     text = json.dumps(doc, indent=1) + "\n"
     return atomic_write(out / f"{name}.json", lambda tmp: Path(tmp).write_text(text))

@@ -22,14 +22,19 @@ def test_timings_are_filed_under_provenance_so_two_runs_compare_equal(tmp_path):
     """Wall times (a number, or a table of numbers, under a timing key) leave ``numbers`` for
     ``provenance.timings``; a table with anything but numbers is a result and stays."""
     from drdm.provenance import save_results
-    numbers = {"cells": {"d0": {"wall_s": 2.5, "dice": 0.5}}, "wall_s": {"d0": 2.5, "d1": 3.0},
+    import torch
+    from drdm.provenance import machine
+    here = machine()
+    assert here["cpu_capability"] == torch.backends.cpu.get_cpu_capability() and here["cores"] >= 1
+    numbers = {"cells": {"d0": {"wall_s": 2.5, "dice": 0.5, "machine": here}}, "wall_s": {"d0": 2.5, "d1": 3.0},
                "curve": {"step": [100, 200], "val": [0.4, 0.6]}, "seconds": {"note": "not a timing"}}
     p = save_results("probe", numbers, profile="ci", seed=0, device="cpu", wall_time_s=5.5, out_dir=tmp_path)
     doc = json.loads(p.read_text())
     assert doc["numbers"] == {"cells": {"d0": {"dice": 0.5}}, "curve": {"step": [100, 200], "val": [0.4, 0.6]},
                               "seconds": {"note": "not a timing"}}
-    assert doc["provenance"]["timings"] == {"cells.d0.wall_s": 2.5, "wall_s": {"d0": 2.5, "d1": 3.0}}
-    assert doc["provenance"]["wall_time_s"] == 5.5
+    assert doc["provenance"]["timings"] == {"cells.d0.wall_s": 2.5, "cells.d0.machine": here,
+                                            "wall_s": {"d0": 2.5, "d1": 3.0}}
+    assert doc["provenance"]["wall_time_s"] == 5.5 and doc["provenance"]["machine"] == here
 
 
 def test_joining_the_timings_back_gives_the_record_as_built(tmp_path):
@@ -38,7 +43,8 @@ def test_joining_the_timings_back_gives_the_record_as_built(tmp_path):
     a timing passed by name (not a timing key) stays out."""
     from drdm.provenance import join_timings, save_results
     numbers = {"cache": {"slices": {"drdm": {"p001.ED.s03": {"copies": 8, "seconds": 97.5}}}, "bytes": 10},
-               "wall_s": {"d0": 2.5}, "seconds": {"note": "not a timing"}, "only": {"wall_s": 1.0}}
+               "wall_s": {"d0": 2.5}, "seconds": {"note": "not a timing"}, "only": {"wall_s": 1.0},
+               "cells": {"d0": {"dice": 0.5, "machine": {"arch": "x86_64", "cpu_capability": "AVX2", "cores": 2}}}}
     doc = json.loads(save_results("probe", numbers, profile="ci", seed=0, device="cpu", wall_time_s=5.5,
                                   out_dir=tmp_path, timings={"sample_seconds_total": 9.0}).read_text())
     assert doc["numbers"]["cache"]["slices"]["drdm"]["p001.ED.s03"] == {"copies": 8}

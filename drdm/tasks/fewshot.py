@@ -44,6 +44,7 @@ import torch
 
 from ..data.crops import Slice, prepare_slices
 from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
+from ..provenance import machine
 from ..runner import pick_device
 from ._common import log, num_threads
 from .augcache import AugCache, augmenter, copies, copy_params, drdm_identity
@@ -288,7 +289,7 @@ def _train(prot: FewShotProtocol, train_pool, val, test, *, seed: int, steps: in
                             progress=progress)
     rec = {"seed": seed, "steps": steps, "n_train_images": int(train_pool[0].shape[0]),
            "parameters": parameter_count(model), "history": model.history,
-           "layout": str(memory_format(device, train_pool[0].dim() - 2)).removeprefix("torch.")}
+           "layout": str(memory_format(device, train_pool[0].dim() - 2)).removeprefix("torch."), "machine": machine()}
     if test is not None:
         rec["test"] = subject_scores(predict(model, test[0]), test[1], test[2])
     rec["wall_s"] = round(time.perf_counter() - t0, 2)
