@@ -124,11 +124,13 @@ def join_timings(numbers, timings: dict, path: str = ""):
 
 def machine() -> dict:
     """What ran the numbers, for reading a record's timings: the architecture, the widest vector
-    instruction set PyTorch's CPU kernels use here (e.g. ``"AVX2"``, ``"AVX512"``), the cores
-    and PyTorch's thread count. Two machines of one architecture can differ severalfold in speed
-    by the vector set alone, and their results agree to rounding, not to the bit."""
+    instruction set PyTorch's CPU kernels use here (e.g. ``"AVX2"``, ``"AVX512"``), the cores this
+    process may use and PyTorch's thread count at the call (a record's: when it was saved; a few-shot
+    cell's: while it trained). Two machines of one architecture can differ severalfold in speed by
+    the vector set alone, and their results agree to rounding, not to the bit."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"arch": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cores": os.cpu_count(), "threads": torch.get_num_threads()}
+            "cores": cores, "threads": torch.get_num_threads()}
 
 
 def output_dir(out_dir: str | Path = "results") -> Path:

@@ -441,9 +441,13 @@ def test_a_per_structure_mark_and_the_verdict_wait_for_every_planned_draw():
         row = next(r for r in res["markdown"].splitlines() if r.startswith("| 5 | DRDM") and "- none" in r)
         return row, next(v for v in res["verdict"] if "minus none" in v)
     row, line = row_and_line(("d0", "d1"))
-    assert "✓" not in row and "2 labelled draws of the 3 planned" in line
+    assert "✓" not in row and "2 of the 3 planned labelled draws" in line
     row, line = row_and_line(("d0", "d1", "d2"))
     assert row.count("✓") == len(FS.STRUCTURES) + 1 and "planned" not in line and "3 labelled draws" in line
+    # every draw in but one of its planned seeds missing: no mark yet, and the line counts the paired runs
+    info["protocol"]["arms"] = [["small", "none", 2], ["small", "drdm", 2]]
+    row, line = row_and_line(("d0", "d1", "d2"))
+    assert "✓" not in row and "3 of the 6 planned paired runs" in line and "3 labelled draws" in line
 
 
 # ---------------------------------------------------------------- a whole ci run
@@ -592,6 +596,7 @@ def test_a_lost_work_folder_is_rebuilt_from_the_saved_record_without_training(ci
     for name, c in whole["cells"].items():
         assert res["cells"][name]["history"]["step"] == c["history"]["step"], name
         assert res["cells"][name]["history"]["val"] == pytest.approx(c["history"]["val"], abs=1e-6), name
+        assert res["cells"][name]["machine"] == c["machine"] and c["machine"]["cores"] >= 1, name   # what trained it
     for size, row in whole["dice_difference"].items():
         for comp, d in row.items():
             if d["average"] is not None:

@@ -272,9 +272,12 @@ def verdict_lines(result: dict) -> list[str]:
         if d is None:
             lines.append(f"{label}: not compared ({dec['why']}).")
             continue
+        plan = _planned(result, dec["size"], dec["a"], dec["b"]) or (None, None)
+        runs = _count(d["replicates"], "paired run")
+        if plan[1] is not None and d["replicates"] < plan[1]:
+            runs = f"{d['replicates']} of the {plan[1]} planned paired runs"
         head = (f"{label}: {d['mean']:+.1f} Dice points, 95 % interval [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}] over "
-                f"{d['n']} test subjects and {_count(d['replicates'], 'paired run')} "
-                f"({_units(dec['size'], d, _planned_clusters(result, dec['size'], dec['a'], dec['b']))})")
+                f"{d['n']} test subjects and {runs} ({_units(dec['size'], d, plan[0])})")
         if dec["paper"] is None:
             lines.append(head + ("; the paper reports no such difference." if _claim(result)
                                  else ": measured on phantoms, no verdict on the paper's claim (that is about ACDC)."))
@@ -302,9 +305,10 @@ def _claim(result: dict) -> bool:
 def _units(size: str, d: dict, planned: int | None = None) -> str:
     """What an interval's clusters are (and how many of the ``planned``), and its degrees of freedom."""
     large = size == "large"
-    unit = _count(d["clusters"], "training seed" if large else "labelled draw")
+    noun = "training seed" if large else "labelled draw"
+    unit = _count(d["clusters"], noun)
     if planned is not None and d["clusters"] < planned:
-        unit += f" of the {planned} planned"
+        unit = f"{d['clusters']} of the {planned} planned {noun}s"
     unit += " of one labelled set" if large else ""
     if "df" not in d:
         return unit
@@ -318,22 +322,25 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def _planned_clusters(result: dict, size: str, a: str, b: str) -> int | None:
-    """How many clusters (labelled draws; at 20 subjects, training seeds) the protocol plans for the
-    difference ``a - b`` at ``size``; None where the record has no protocol arms for both."""
+def _planned(result: dict, size: str, a: str, b: str) -> tuple[int, int] | None:
+    """``(clusters, paired runs)`` the protocol plans for the difference ``a - b`` at ``size``: labelled
+    draws (at 20 subjects, training seeds) and draw x seed pairs; None where the record has no protocol
+    arms for both."""
     prot = result.get("protocol", {})
     seeds = {m: n for s, m, n in prot.get("arms", ()) if s == size}
     if a not in seeds or b not in seeds:
         return None
-    return min(seeds[a], seeds[b]) if size == "large" else prot.get("draws")
+    both = min(seeds[a], seeds[b])
+    return (both, both) if size == "large" else (prot.get("draws", 1), prot.get("draws", 1) * both)
 
 
-def _ci(d: dict | None, mark: bool = False, planned: int | None = None) -> str:
+def _ci(d: dict | None, mark: bool = False, planned: tuple[int, int] | None = None) -> str:
     """``mean [lo, hi]``; with ``mark``, ✓ where every labelled draw gives the difference one sign,
-    and, with ``planned``, all the protocol's planned draws are in (fewer cannot show a finding)."""
+    and, with ``planned`` (:func:`_planned`), all the protocol's paired runs are in (fewer cannot
+    show a finding)."""
     if d is None:
         return "–"
-    whole = planned is None or d.get("clusters", 0) >= planned
+    whole = planned is None or (d.get("clusters", 0) >= planned[0] and d.get("replicates", 0) >= planned[1])
     tick = " ✓" if mark and whole and d.get("same_sign") else ""
     return f"{d['mean']:+.1f} [{d['ci'][0]:+.1f}, {d['ci'][1]:+.1f}]{tick}"
 
@@ -371,7 +378,7 @@ def _diff_table(result: dict, diffs: dict) -> list[str]:
             avg = row["average"]
             mdd = "–" if avg is None else f"{avg['mdd']:.1f}"
             df = "–" if avg is None or "df" not in avg else f"{avg['df']:.1f}"
-            planned = _planned_clusters(result, size, a, b)
+            planned = _planned(result, size, a, b)
             out.append(f"| {n} | {_label(result, a)} - {_label(result, b)} | "
                        + " | ".join(_ci(avg if c == "Average" else row[c], mark=True, planned=planned)
                                     for c in cols)
@@ -385,8 +392,8 @@ def fewshot_markdown(result: dict) -> str:
                                           "test subjects, each subject's score averaged over its runs first")
     out += ["", "Dice differences (points), 95 % crossed t-intervals (test subjects x labelled draws; at 20 subjects x "
             "training seeds), each on its own degrees of freedom (the last columns give the Average's); ✓: all the "
-            "protocol's labelled draws (at 20 subjects, training seeds) are in and each gives the difference the "
-            "same sign", "",
+            "protocol's paired runs are in and each labelled draw (at 20 subjects, training seed) gives the "
+            "difference the same sign", "",
             *_diff_table(result, result["dice_difference"])]
     runs = ["| labelled | cell | steps | final val Dice | val change, last fifth | training images | flag |",
             "|---|---|---|---|---|---|---|"]
@@ -405,7 +412,9 @@ def fewshot_markdown(result: dict) -> str:
     if result.get("external"):
         out += ["", *_score_table(result, result["external"]["results"], "External test set (the same trained models, "
                                                                  "no retraining)"),
-                "", *_diff_table(result, result["external"]["dice_difference"])]
+                "", "Dice differences on the external test set (points; intervals and ✓ as above, over the cells "
+                    "whose weights the run folder keeps)", "",
+                *_diff_table(result, result["external"]["dice_difference"])]
     if result.get("skipped"):
         out += [""] + [f"Skipped {m}: {why}" for m, why in result["skipped"].items()]
     if result.get("restored"):
