@@ -400,16 +400,21 @@ def test_flags_fire_on_a_run_that_moves_or_ends_far_below_its_peers_and_not_othe
     assert flags == {}
 
 
+def _scored_cell(set_name, method, dice):
+    """A hand-made cell of 5 labelled subjects (the paper's Table 2 row) whose two test subjects score
+    ``dice`` in every structure."""
+    c = _hand_cell(set_name, [.5, .6, .7, .7, .7], method=method)
+    c["subjects"] = [f"p{i}" for i in range(5)]
+    for t, v in zip(("t1", "t2"), dice):
+        for name, _ in FS.STRUCTURES:
+            c["test"][t][name]["dice"] = v
+    return c
+
+
 def test_the_rule_waits_for_a_second_draw_before_it_decides():
     """Pairs from one labelled draw give an interval over test subjects alone: the record then says
     "not decided" however clear that interval is, and decides once a second draw is in."""
-    def cell(set_name, method, dice):                   # 5 labelled subjects: the paper's Table 2 row
-        c = _hand_cell(set_name, [.5, .6, .7, .7, .7], method=method)
-        c["subjects"] = [f"p{i}" for i in range(5)]
-        for t, v in zip(("t1", "t2"), dice):
-            for name, _ in FS.STRUCTURES:
-                c["test"][t][name]["dice"] = v
-        return c
+    cell = _scored_cell
     one = [cell("d0", "none", (.40, .50)), cell("d0", "drdm", (.80, .95))]
     res = FR.summarise(one, {"planned": ["d0_none_s0", "d0_drdm_s0", "d1_none_s0", "d1_drdm_s0"]})
     (dec,) = [d for d in res["decisions"] if d["b"] == "none"]
@@ -425,13 +430,7 @@ def test_the_rule_waits_for_a_second_draw_before_it_decides():
 def test_a_per_structure_mark_and_the_verdict_wait_for_every_planned_draw():
     """✓ (one sign in every draw) needs all the protocol's draws: with 2 of 3 in, the same signs get no
     mark and the verdict says how many of the planned draws it rests on; with 3 the mark appears."""
-    def cell(set_name, method, dice):
-        c = _hand_cell(set_name, [.5, .6, .7, .7, .7], method=method)
-        c["subjects"] = [f"p{i}" for i in range(5)]
-        for t, v in zip(("t1", "t2"), dice):
-            for name, _ in FS.STRUCTURES:
-                c["test"][t][name]["dice"] = v
-        return c
+    cell = _scored_cell
     info = {"protocol": {"draws": 3, "arms": [["small", "none", 1], ["small", "drdm", 1]]}}
     runs = {d: [cell(d, "none", (.40 + k / 50, .50)), cell(d, "drdm", (.80, .90 - k / 50))]
             for k, d in enumerate(("d0", "d1", "d2"))}
