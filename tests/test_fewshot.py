@@ -443,6 +443,12 @@ def test_a_per_structure_mark_and_the_verdict_wait_for_every_planned_draw():
     assert "✓" not in row and "2 of the 3 planned labelled draws" in line
     row, line = row_and_line(("d0", "d1", "d2"))
     assert row.count("✓") == len(FS.STRUCTURES) + 1 and "planned" not in line and "3 labelled draws" in line
+    # each paired run's difference over the test subjects, filed by draw: here 40 - 2k points in draw k
+    avg = FR.summarise([c for d in runs.values() for c in d], info)["dice_difference"]["small"]["drdm_vs_none"]["average"]
+    assert {c: len(v) for c, v in avg["pair_means"].items()} == {"d0": 1, "d1": 1, "d2": 1}
+    one_each = {c: v[0] for c, v in avg["pair_means"].items()}
+    assert one_each == pytest.approx({d: 40 - 2 * k for k, d in enumerate(("d0", "d1", "d2"))})
+    assert one_each == pytest.approx(avg["cluster_means"])
     # every draw in but one of its planned seeds missing: no mark yet, and the line counts the paired runs
     info["protocol"]["arms"] = [["small", "none", 2], ["small", "drdm", 2]]
     row, line = row_and_line(("d0", "d1", "d2"))

@@ -144,6 +144,10 @@ def _difference(runs_a: list[dict], runs_b: list[dict], subjects: list[str], val
     res = crossed_interval(100 * d, clusters, bootstrap=True)     # the rule's first interval beside it
     if res is not None:
         res["pairs"] = [_cell(ra) for ra, _ in pairs]
+        # each paired run's difference over subjects, by cluster (chapter 4's Figure 4.3)
+        res["pair_means"] = {}
+        for c, v in zip(clusters, 100 * d.mean(axis=0)):
+            res["pair_means"].setdefault(c, []).append(float(v))
         # a per-structure difference is a finding only if every draw gives it the same sign (chapter 4)
         means = res["cluster_means"].values()
         res["same_sign"] = len(means) > 1 and (all(v > 0 for v in means) or all(v < 0 for v in means))
