@@ -21,8 +21,8 @@ from ..stats import crossed_interval, decide, summary
 from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 
 __all__ = ["FEWSHOT_METHODS", "subject_scores", "mean_dice", "set_size", "summarise", "fewshot_markdown",
-           "verdict_lines", "PAPER", "COMPARISONS", "VERDICT_COMPARISONS", "METHOD_LABELS", "plateau_change",
-           "FLAG_MOVING", "FLAG_BELOW"]
+           "verdict_lines", "n_labelled", "PAPER", "COMPARISONS", "VERDICT_COMPARISONS", "METHOD_LABELS",
+           "plateau_change", "FLAG_MOVING", "FLAG_BELOW"]
 
 #: cell methods; ``drdm_low`` is DRDM at the book's earlier dose (the dose ablation)
 FEWSHOT_METHODS = ("none", "bigaug", "elastic", "drdm", "drdm_low")
@@ -233,7 +233,8 @@ def summarise(cells: list[dict], info: dict, external: dict | None = None) -> di
     return result
 
 
-def _n_labelled(result: dict, size: str) -> int | None:
+def n_labelled(result: dict, size: str) -> int | None:
+    """Labelled subjects of a record's set size (``"small"``/``"large"``); None if it has no runs."""
     block = result["results"].get(size, {})
     return next(iter(block.values()))["n_subjects_labelled"] if block else None
 
@@ -246,7 +247,7 @@ def decisions(result: dict) -> list[dict]:
     claim = _claim(result)
     arms = {(size, m) for size, m, _ in result.get("protocol", {}).get("arms", ())}
     for size, rows in result["dice_difference"].items():
-        n = _n_labelled(result, size)
+        n = n_labelled(result, size)
         for a, b in VERDICT_COMPARISONS:
             if arms and any((size, m) not in arms and m not in result.get("skipped", {}) for m in (a, b)):
                 continue                                             # not a comparison this protocol makes
@@ -379,7 +380,7 @@ def _diff_table(result: dict, diffs: dict) -> list[str]:
     out = ["| labelled | comparison | " + " | ".join(cols) + " | Average's t df | Average's detectable (80 %) |",
            "|" + "---|" * (4 + len(cols))]
     for size, rows in diffs.items():
-        n = _n_labelled(result, size)
+        n = n_labelled(result, size)
         for name, row in rows.items():
             a, b = name.split("_vs_")
             avg = row["average"]
