@@ -96,4 +96,22 @@ def cmd_fewshot(args) -> int:
     print(result["markdown"])
     print(f"wrote {files['json']} and {files['markdown']} ({result['n_cells']} cells, "
           f"{result['wall_time_s'] / 60:.0f} min of training and augmentation in all)")
+    if name == "segmentation_acdc":                   # the chapter's panel of copies, beside the record
+        figure = Path(files["json"]).with_name(f"{name}_copies.png")
+        write_copies_figure(records, result["split"], prot, checkpoint, figure)
+        print(f"wrote {figure}")
     return 0
+
+
+def write_copies_figure(records, split: dict, prot, checkpoint, path) -> None:
+    """:func:`drdm.tasks.fewshot_report.copies_figure` with the run's DRDM model (none where its
+    checkpoint is absent: then BigAug and elastic only), saved as a PNG at ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ..tasks.augcache import drdm_identity
+    from ..tasks.fewshot_report import copies_figure
+    net, _, _ = drdm_identity(checkpoint)
+    fig = copies_figure(records, split, prot, net)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

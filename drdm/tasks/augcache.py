@@ -27,7 +27,7 @@ from ..data.crops import Slice
 from ..seeds import sample_seed
 
 __all__ = ["AugCache", "copy_seed", "make_copies", "method_params", "CACHE_FORMAT", "AUGMENTERS", "drdm_identity",
-           "augmenter", "copy_params", "copies"]
+           "augmenter", "copy_params", "copies", "panel_copies"]
 
 #: the augmenters :func:`make_copies` dispatches to
 AUGMENTERS = ("bigaug", "elastic", "drdm")
@@ -219,3 +219,23 @@ def copies(cache: AugCache, method: str, items: Sequence[Slice], prot, *, net=No
                                levels=prot.levels(method), device=device, settings=params.get("settings"))
 
     return cache.get(aug, items, params, make, progress=progress, label=method)
+
+
+def panel_copies(example: Slice, prot, methods: Sequence[str], *, net=None, n: int = 2, device="cpu") -> dict:
+    """One slice and ``n`` of its copies per method, for a figure: ``{"original": (image, label), method:
+    (images (n, 1, S, S), labels (n, 1, S, S))}``, the original ``(1, 1, S, S)``.
+
+    DRDM's (``drdm``, ``drdm_low``) are copy 0 of the protocol's first ``n`` levels under the run's seed: the
+    same copies the run cached and its U-Nets trained on. BigAug's and elastic's are draws with the run's seed
+    and settings, not the cached ones (their generator draws all of a slice's copies at once).
+    """
+    img = torch.from_numpy(example.image)[None, None]
+    lab = torch.from_numpy(example.label)[None, None]
+    out = {"original": (img, lab)}
+    for m in methods:
+        aug = augmenter(m)
+        with torch.no_grad():
+            out[m] = make_copies(aug, img, lab, n, copy_seed(prot.aug_seed, aug, example), net=net,
+                                 levels=prot.levels(m)[:n], device=device,
+                                 settings=copy_params(m, prot, net=net).get("settings"))
+    return out

@@ -22,7 +22,7 @@ from ..data.records import CARDIAC_STRUCTURES as STRUCTURES
 
 __all__ = ["FEWSHOT_METHODS", "subject_scores", "mean_dice", "set_size", "summarise", "fewshot_markdown",
            "verdict_lines", "n_labelled", "PAPER", "COMPARISONS", "VERDICT_COMPARISONS", "METHOD_LABELS",
-           "plateau_change", "FLAG_MOVING", "FLAG_BELOW"]
+           "plateau_change", "FLAG_MOVING", "FLAG_BELOW", "copies_figure"]
 
 #: cell methods; ``drdm_low`` is DRDM at the book's earlier dose (the dose ablation)
 FEWSHOT_METHODS = ("none", "bigaug", "elastic", "drdm", "drdm_low")
@@ -429,3 +429,22 @@ def fewshot_markdown(result: dict) -> str:
         out += ["", f"Restored from a saved record (`--restore`), not trained in this run's folder and without their "
                     f"weights (so not scored on an external test set): {', '.join(result['restored'])}"]
     return "\n".join(out)
+
+
+def copies_figure(records, split: dict, prot, net=None, *, n: int = 2):
+    """The record's panel of copies: the middle ED slice of the first labelled draw's first subject, and ``n``
+    copies per augmentation method (:func:`drdm.tasks.augcache.panel_copies`; the DRDM methods only with
+    ``net``), on the protocol's grid. ``records``: the run's :class:`drdm.data.Record` list; ``split``: the
+    record's (``split["sets"]``). Returns the matplotlib figure."""
+    from ..data.crops import prepare_slices
+    from ..viz import plot_copies
+    from .augcache import panel_copies
+    subject = next(iter(split["sets"].values()))[0]
+    items = prepare_slices([r for r in records if r.subject == subject and r.phase == "ED"], crop=prot.crop,
+                           size=prot.size, percentiles=prot.percentiles)
+    if not items:
+        raise ValueError(f"subject {subject} has no labelled ED slice in these records")
+    example = items[len(items) // 2]
+    methods = [m for m in METHOD_LABELS if m != "none" and (net is not None or not m.startswith("drdm"))]
+    return plot_copies(panel_copies(example, prot, methods, net=net, n=n),
+                       title=f"{example.name} (subject, phase, slice) and {n} copies per method", names=METHOD_LABELS)

@@ -52,3 +52,37 @@ def test_drdm_copies_follow_the_seed():
     assert torch.equal(x, x2) and torch.equal(y, y2)
     x3, y3 = make_copies("drdm", img, lab, 3, 1, net=net, levels=(10,))
     assert not torch.equal(x, x3) and not torch.equal(y, y3)
+
+
+def test_panel_drdm_copies_are_the_cached_ones_and_the_figure_shows_each(tmp_path):
+    """panel_copies: DRDM's panel copies are copy 0 of the protocol's first two levels, so they equal the
+    first two of the slice's full set as the run's cache makes it (one copy per level); every method gets its
+    two copies. The CLI's writer lays them out one axis per image, titled by method, and saves a PNG."""
+    import dataclasses
+    from drdm.cli.fewshot import write_copies_figure
+    from drdm.data.crops import prepare_slices
+    from drdm.phantoms import phantom_records
+    from drdm.tasks.augcache import copy_params, copy_seed, panel_copies
+    from drdm.tasks.fewshot import PROTOCOLS
+    from drdm.tasks.fewshot_report import METHOD_LABELS, copies_figure
+    prot = dataclasses.replace(PROTOCOLS["phantom-ci"], n_aug=4, drdm_levels=(4, 8, 12, 16), low_levels=(6, 9))
+    records = phantom_records("cardiac", 2, 32, 3, phases=("ED", "ES"))
+    example = prepare_slices(records, **prot.prep)[0]
+    net = load_model("phantom2d")
+    panel = panel_copies(example, prot, ("bigaug", "elastic", "drdm", "drdm_low"), net=net)
+    assert list(panel) == ["original", "bigaug", "elastic", "drdm", "drdm_low"]
+    assert all(x.shape == y.shape == (2, 1, 32, 32) for x, y in list(panel.values())[1:])
+    img, lab = (torch.from_numpy(a)[None, None] for a in (example.image, example.label))
+    for m in ("drdm", "drdm_low"):
+        full = make_copies("drdm", img, lab, prot.n_aug, copy_seed(prot.aug_seed, "drdm", example), net=net,
+                           levels=prot.levels(m), settings=copy_params(m, prot, net=net)["settings"])
+        per = prot.n_aug // len(prot.levels(m))                    # copies per level, in level order
+        torch.testing.assert_close(panel[m][0], full[0][::per][:2], atol=1e-5, rtol=0)
+        assert torch.equal(panel[m][1], full[1][::per][:2])
+    fig = copies_figure(records, {"sets": {"d0": [example.subject]}}, prot, net)
+    assert len(fig.axes) == 1 + 4 * 2
+    assert [ax.get_title() for ax in fig.axes[1::2]] == [METHOD_LABELS[m] for m in
+                                                        ("bigaug", "elastic", "drdm", "drdm_low")]
+    png = tmp_path / "copies.png"
+    write_copies_figure(records, {"sets": {"d0": [example.subject]}}, prot, "phantom2d", png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
