@@ -131,14 +131,17 @@ def explore(show, **controls):
 
 def plot_copies(panel: dict, title: str | None = None, names: dict | None = None):
     """A row of images with their label outlines: ``panel`` maps a column group's name to ``(images (n, 1, H, W),
-    labels (n, 1, H, W))`` (as :func:`drdm.tasks.augcache.panel_copies` gives), intensities in [0, 1], labels
-    0 (background) and 1-3 (outlined in C0-C2); ``names`` relabels the groups' titles. Returns the figure."""
+    labels (n, 1, H, W))`` (as :func:`drdm.tasks.augcache.panel_copies` gives), intensities in [0, 1], each
+    label value ``v`` > 0 outlined on its own in colour ``C{v-1}``; ``names`` relabels the groups' titles.
+    Returns the figure."""
     import matplotlib.pyplot as plt
     cols = [(name, i, l) for name, (ims, lbs) in panel.items() for i, l in zip(ims, lbs)]
     fig, axes = plt.subplots(1, len(cols), figsize=(1.9 * len(cols), 2.4), squeeze=False)
     for ax, (name, im, lb) in zip(axes[0], cols):
         ax.imshow(im[0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-        ax.contour(lb[0].detach().cpu().numpy(), levels=[0.5, 1.5, 2.5], colors=["C0", "C1", "C2"], linewidths=0.7)
+        lb = lb[0].detach().cpu().numpy()
+        for v in np.unique(lb[lb > 0]):
+            ax.contour((lb == v).astype(float), levels=[0.5], colors=[f"C{int(v) - 1}"], linewidths=0.7)
         ax.set_title((names or {}).get(name, name), fontsize=8)
         ax.set_axis_off()
     if title:

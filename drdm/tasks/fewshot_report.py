@@ -446,5 +446,5 @@ def copies_figure(records, split: dict, prot, net=None, *, n: int = 2):
         raise ValueError(f"subject {subject} has no labelled ED slice in these records")
     example = items[len(items) // 2]
     methods = [m for m in METHOD_LABELS if m != "none" and (net is not None or not m.startswith("drdm"))]
-    return plot_copies(panel_copies(example, prot, methods, net=net, n=n),
-                       title=f"{example.name} (subject, phase, slice) and {n} copies per method", names=METHOD_LABELS)
+    return plot_copies(panel_copies(example, prot, methods, net=net, n=n), names={m: prot.label(m) for m in methods},
+                       title=f"{example.name} (subject, phase, slice) and {n} copies per method")

@@ -64,7 +64,7 @@ def test_panel_drdm_copies_are_the_cached_ones_and_the_figure_shows_each(tmp_pat
     from drdm.phantoms import phantom_records
     from drdm.tasks.augcache import copy_params, copy_seed, panel_copies
     from drdm.tasks.fewshot import PROTOCOLS
-    from drdm.tasks.fewshot_report import METHOD_LABELS, copies_figure
+    from drdm.tasks.fewshot_report import copies_figure
     prot = dataclasses.replace(PROTOCOLS["phantom-ci"], n_aug=4, drdm_levels=(4, 8, 12, 16), low_levels=(6, 9))
     records = phantom_records("cardiac", 2, 32, 3, phases=("ED", "ES"))
     example = prepare_slices(records, **prot.prep)[0]
@@ -81,8 +81,8 @@ def test_panel_drdm_copies_are_the_cached_ones_and_the_figure_shows_each(tmp_pat
         assert torch.equal(panel[m][1], full[1][::per][:2])
     fig = copies_figure(records, {"sets": {"d0": [example.subject]}}, prot, net)
     assert len(fig.axes) == 1 + 4 * 2
-    assert [ax.get_title() for ax in fig.axes[1::2]] == [METHOD_LABELS[m] for m in
-                                                        ("bigaug", "elastic", "drdm", "drdm_low")]
+    assert [ax.get_title() for ax in fig.axes[1::2]] == ["BigAug", "Elastic", "DRDM (T' 4/8/12/16)", "DRDM (T' 6/9)"]
+    assert len(fig.axes[0].collections) == 3                 # the original: one outline per structure (LV, Myo, RV)
     png = tmp_path / "copies.png"
     write_copies_figure(records, {"sets": {"d0": [example.subject]}}, prot, "phantom2d", png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
