@@ -10,7 +10,7 @@ import torch
 from . import spatial
 
 __all__ = ["checkerboard", "plot_grid", "plot_jacobian", "plot_magnitude", "show_image", "centre_sections",
-           "show_sections", "SECTIONS", "explore", "BATCH_ENV", "plot_copies"]
+           "show_sections", "SECTIONS", "explore", "BATCH_ENV", "plot_copies", "outline_labels"]
 
 #: set to ``1`` where notebooks run unattended (``drdm.bookrun``, the test suite's nbval): :func:`explore`
 #: then draws its figure once instead of building widgets
@@ -129,21 +129,32 @@ def explore(show, **controls):
     return ipywidgets.interactive(show, **controls)
 
 
+def outline_labels(ax, label, linewidth: float = 0.7):
+    """Outline each label value ``v`` > 0 of an ``(H, W)`` label map (or any tensor/array that squeezes to
+    one) on its own, in matplotlib colour ``C{v-1}`` (the book's cardiac labels, ACDC's: 1 RV blue, 2 Myo orange,
+    3 LV green)."""
+    lb = (label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label))
+    lb = lb.reshape(lb.shape[-2:])
+    for v in np.unique(lb[lb > 0]):
+        ax.contour((lb == v).astype(float), levels=[0.5], colors=[f"C{int(v) - 1}"], linewidths=linewidth)
+
+
 def plot_copies(panel: dict, title: str | None = None, names: dict | None = None):
-    """A row of images with their label outlines: ``panel`` maps a column group's name to ``(images (n, 1, H, W),
-    labels (n, 1, H, W))`` (as :func:`drdm.tasks.augcache.panel_copies` gives), intensities in [0, 1], each
-    label value ``v`` > 0 outlined on its own in colour ``C{v-1}``; ``names`` relabels the groups' titles.
-    Returns the figure."""
+    """A row of images with their labels outlined (:func:`outline_labels`): ``panel`` maps a column group's
+    name to ``(images (n, 1, H, W), labels (n, 1, H, W))`` (as :func:`drdm.tasks.augcache.panel_copies`
+    gives), intensities in [0, 1]. ``names`` gives a group's title, or one title per image of the group (a
+    list). Returns the figure."""
     import matplotlib.pyplot as plt
-    cols = [(name, i, l) for name, (ims, lbs) in panel.items() for i, l in zip(ims, lbs)]
-    fig, axes = plt.subplots(1, len(cols), figsize=(1.9 * len(cols), 2.4), squeeze=False)
+    cols = []
+    for name, (ims, lbs) in panel.items():
+        titles = (names or {}).get(name, name)
+        titles = [titles] * len(ims) if isinstance(titles, str) else list(titles)
+        cols += list(zip(titles, ims, lbs))
+    fig, axes = plt.subplots(1, len(cols), figsize=(1.9 * len(cols), 2.6), squeeze=False)
     for ax, (name, im, lb) in zip(axes[0], cols):
-        ax.imshow(im[0].detach().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-        lb = lb[0].detach().cpu().numpy()
-        for v in np.unique(lb[lb > 0]):
-            ax.contour((lb == v).astype(float), levels=[0.5], colors=[f"C{int(v) - 1}"], linewidths=0.7)
-        ax.set_title((names or {}).get(name, name), fontsize=8)
-        ax.set_axis_off()
+        show_image(ax, im, vmin=0, vmax=1)
+        outline_labels(ax, lb)
+        ax.set_title(name, fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     return fig

@@ -98,20 +98,25 @@ def cmd_fewshot(args) -> int:
           f"{result['wall_time_s'] / 60:.0f} min of training and augmentation in all)")
     if name == "segmentation_acdc":                   # the chapter's panel of copies, beside the record
         figure = Path(files["json"]).with_name(f"{name}_copies.png")
-        write_copies_figure(records, result["split"], prot, checkpoint, figure)
-        print(f"wrote {figure}")
+        try:
+            write_copies_figure(records, result["split"], prot, checkpoint, figure, device=result["device"])
+            print(f"wrote {figure}")
+        except ValueError as e:                       # the record stands; only its panel could not be drawn
+            print(f"drdm: no panel of copies: {e}", file=sys.stderr)
     return 0
 
 
-def write_copies_figure(records, split: dict, prot, checkpoint, path) -> None:
-    """:func:`drdm.tasks.fewshot_report.copies_figure` with the run's DRDM model (none where its
-    checkpoint is absent: then BigAug and elastic only), saved as a PNG at ``path``."""
+def write_copies_figure(records, split: dict, prot, checkpoint, path, *, device="cpu") -> None:
+    """:func:`drdm.tasks.fewshot_report.copies_figure` with the run's DRDM model on the run's ``device`` (so its
+    copies are the cached ones; no model where the checkpoint is absent: then BigAug and elastic only), saved
+    atomically as a PNG at ``path``."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from ..files import atomic_write
     from ..tasks.augcache import drdm_identity
     from ..tasks.fewshot_report import copies_figure
-    net, _, _ = drdm_identity(checkpoint)
-    fig = copies_figure(records, split, prot, net)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
+    net, _, _ = drdm_identity(checkpoint, device)
+    fig = copies_figure(records, split, prot, net, device=device)
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, bbox_inches="tight", format="png"))
     plt.close(fig)

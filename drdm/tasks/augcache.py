@@ -225,9 +225,9 @@ def panel_copies(example: Slice, prot, methods: Sequence[str], *, net=None, n: i
     """One slice and ``n`` of its copies per method, for a figure: ``{"original": (image, label), method:
     (images (n, 1, S, S), labels (n, 1, S, S))}``, the original ``(1, 1, S, S)``.
 
-    DRDM's (``drdm``, ``drdm_low``) are copy 0 of the protocol's first ``n`` levels under the run's seed: the
-    same copies the run cached and its U-Nets trained on. BigAug's and elastic's are draws with the run's seed
-    and settings, not the cached ones (their generator draws all of a slice's copies at once).
+    Every copy shown is one the run cached and its U-Nets trained on (on the same ``device`` and model): DRDM's
+    (``drdm``, ``drdm_low``) are copy 0 of the protocol's first ``n`` levels under the run's seed, BigAug's and
+    elastic's the first ``n`` of the slice's copies (their generator draws copy after copy).
     """
     img = torch.from_numpy(example.image)[None, None]
     lab = torch.from_numpy(example.label)[None, None]

@@ -400,7 +400,7 @@ def example_figure(path, test, cells: Path, prot: EDESProtocol, device="cpu") ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from ..files import atomic_write
-    from ..viz import plot_grid, show_image
+    from ..viz import outline_labels, plot_grid, show_image
     models = [(name, cells / f"{name.replace('/', '_')}_s{prot.seeds[0]}.pt")
               for name in ("none/real", "mrbs/real", "drdm/real")]
     models = [(n, w) for n, w in models if w.is_file()]
@@ -412,7 +412,7 @@ def example_figure(path, test, cells: Path, prot: EDESProtocol, device="cpu") ->
 
     def panel(ax, img, lab, title, ddf=None):
         show_image(ax, img, title)
-        ax.contour(lab[0, 0].numpy(), levels=[0.5, 1.5, 2.5], colors=["C0", "C1", "C2"], linewidths=0.7)
+        outline_labels(ax, lab)
         if ddf is not None:
             plot_grid(ax, ddf, step=6, color="y", lw=0.4)
 

@@ -431,11 +431,11 @@ def fewshot_markdown(result: dict) -> str:
     return "\n".join(out)
 
 
-def copies_figure(records, split: dict, prot, net=None, *, n: int = 2):
+def copies_figure(records, split: dict, prot, net=None, *, n: int = 2, device="cpu"):
     """The record's panel of copies: the middle ED slice of the first labelled draw's first subject, and ``n``
-    copies per augmentation method (:func:`drdm.tasks.augcache.panel_copies`; the DRDM methods only with
-    ``net``), on the protocol's grid. ``records``: the run's :class:`drdm.data.Record` list; ``split``: the
-    record's (``split["sets"]``). Returns the matplotlib figure."""
+    copies per augmentation method (:func:`drdm.tasks.augcache.panel_copies` on ``device``; the DRDM methods
+    only with ``net``), on the protocol's grid, each DRDM copy titled with its T'. ``records``: the run's
+    :class:`drdm.data.Record` list; ``split``: the record's (``split["sets"]``). Returns the matplotlib figure."""
     from ..data.crops import prepare_slices
     from ..viz import plot_copies
     from .augcache import panel_copies
@@ -446,5 +446,7 @@ def copies_figure(records, split: dict, prot, net=None, *, n: int = 2):
         raise ValueError(f"subject {subject} has no labelled ED slice in these records")
     example = items[len(items) // 2]
     methods = [m for m in METHOD_LABELS if m != "none" and (net is not None or not m.startswith("drdm"))]
-    return plot_copies(panel_copies(example, prot, methods, net=net, n=n), names={m: prot.label(m) for m in methods},
+    names = {m: [f"{prot.label(m)}\nT' {t}" for t in prot.levels(m)[:n]] if m.startswith("drdm") else prot.label(m)
+             for m in methods}
+    return plot_copies(panel_copies(example, prot, methods, net=net, n=n, device=device), names=names,
                        title=f"{example.name} (subject, phase, slice) and {n} copies per method")

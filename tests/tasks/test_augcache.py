@@ -54,35 +54,39 @@ def test_drdm_copies_follow_the_seed():
     assert not torch.equal(x, x3) and not torch.equal(y, y3)
 
 
-def test_panel_drdm_copies_are_the_cached_ones_and_the_figure_shows_each(tmp_path):
-    """panel_copies: DRDM's panel copies are copy 0 of the protocol's first two levels, so they equal the
-    first two of the slice's full set as the run's cache makes it (one copy per level); every method gets its
-    two copies. The CLI's writer lays them out one axis per image, titled by method, and saves a PNG."""
+def test_panel_copies_are_the_cached_ones_and_the_figure_shows_each(tmp_path):
+    """panel_copies: every copy in the panel is one the run's cache holds for that slice (so one its U-Nets
+    trained on): DRDM's are copy 0 of the protocol's first two levels, BigAug's and elastic's the slice's first
+    two. The CLI's writer lays them out one axis per image, DRDM's titled with their T', each structure outlined
+    on its own, and saves a PNG."""
     import dataclasses
     from drdm.cli.fewshot import write_copies_figure
     from drdm.data.crops import prepare_slices
     from drdm.phantoms import phantom_records
-    from drdm.tasks.augcache import copy_params, copy_seed, panel_copies
+    from drdm.tasks.augcache import AugCache, copies, panel_copies
     from drdm.tasks.fewshot import PROTOCOLS
     from drdm.tasks.fewshot_report import copies_figure
     prot = dataclasses.replace(PROTOCOLS["phantom-ci"], n_aug=4, drdm_levels=(4, 8, 12, 16), low_levels=(6, 9))
     records = phantom_records("cardiac", 2, 32, 3, phases=("ED", "ES"))
     example = prepare_slices(records, **prot.prep)[0]
     net = load_model("phantom2d")
-    panel = panel_copies(example, prot, ("bigaug", "elastic", "drdm", "drdm_low"), net=net)
-    assert list(panel) == ["original", "bigaug", "elastic", "drdm", "drdm_low"]
-    assert all(x.shape == y.shape == (2, 1, 32, 32) for x, y in list(panel.values())[1:])
-    img, lab = (torch.from_numpy(a)[None, None] for a in (example.image, example.label))
-    for m in ("drdm", "drdm_low"):
-        full = make_copies("drdm", img, lab, prot.n_aug, copy_seed(prot.aug_seed, "drdm", example), net=net,
-                           levels=prot.levels(m), settings=copy_params(m, prot, net=net)["settings"])
-        per = prot.n_aug // len(prot.levels(m))                    # copies per level, in level order
-        torch.testing.assert_close(panel[m][0], full[0][::per][:2], atol=1e-5, rtol=0)
-        assert torch.equal(panel[m][1], full[1][::per][:2])
+    methods = ("bigaug", "elastic", "drdm", "drdm_low")
+    panel = panel_copies(example, prot, methods, net=net)
+    assert list(panel) == ["original", *methods]
+    cache = AugCache(tmp_path / "cache")
+    # which of the cached copies the panel shows: copies are spread over the levels in order
+    shown = {"bigaug": [0, 1], "elastic": [0, 1], "drdm": [0, 1], "drdm_low": [0, 2]}
+    for m in methods:
+        cached_x, cached_y = copies(cache, m, [example], prot, net=net, progress=False)[0]
+        assert cached_x.shape == (prot.n_aug, 1, 32, 32)
+        torch.testing.assert_close(panel[m][0], cached_x[shown[m]], atol=1e-5, rtol=0)
+        assert torch.equal(panel[m][1], cached_y[shown[m]].to(panel[m][1].dtype))
     fig = copies_figure(records, {"sets": {"d0": [example.subject]}}, prot, net)
     assert len(fig.axes) == 1 + 4 * 2
-    assert [ax.get_title() for ax in fig.axes[1::2]] == ["BigAug", "Elastic", "DRDM (T' 4/8/12/16)", "DRDM (T' 6/9)"]
-    assert len(fig.axes[0].collections) == 3                 # the original: one outline per structure (LV, Myo, RV)
+    assert [ax.get_title() for ax in fig.axes[1:]] == [
+        "BigAug", "BigAug", "Elastic", "Elastic", "DRDM (T' 4/8/12/16)\nT' 4", "DRDM (T' 4/8/12/16)\nT' 8",
+        "DRDM (T' 6/9)\nT' 6", "DRDM (T' 6/9)\nT' 9"]
+    assert len(fig.axes[0].collections) == 3                 # the original: one outline per structure (RV, Myo, LV)
     png = tmp_path / "copies.png"
     write_copies_figure(records, {"sets": {"d0": [example.subject]}}, prot, "phantom2d", png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
