@@ -208,17 +208,24 @@ def copy_params(method: str, prot, *, net=None, checkpoint_sha256=None) -> dict:
 def copies(cache: AugCache, method: str, items: Sequence[Slice], prot, *, net=None, checkpoint_sha256=None,
            device="cpu", progress=True):
     """``[(images (n, 1, S, S), labels (n, 1, S, S))]`` per slice, from the cache or made now."""
-    aug = augmenter(method)
     params = copy_params(method, prot, net=net, checkpoint_sha256=checkpoint_sha256)
 
     def make(s: Slice):
-        img = torch.from_numpy(s.image)[None, None]
-        lab = torch.from_numpy(s.label)[None, None]
-        with torch.no_grad():
-            return make_copies(aug, img, lab, prot.n_aug, copy_seed(prot.aug_seed, aug, s), net=net,
-                               levels=prot.levels(method), device=device, settings=params.get("settings"))
+        return _slice_copies(method, s, prot, prot.n_aug, prot.levels(method), net=net, device=device,
+                             settings=params.get("settings"))
 
-    return cache.get(aug, items, params, make, progress=progress, label=method)
+    return cache.get(augmenter(method), items, params, make, progress=progress, label=method)
+
+
+def _slice_copies(method: str, s: Slice, prot, n: int, levels: Sequence[int], *, net=None, device="cpu",
+                  settings=None):
+    """``n`` copies of one slice by a protocol's ``method``, from the slice's own seed (:func:`copy_seed`)."""
+    aug = augmenter(method)
+    img = torch.from_numpy(s.image)[None, None]
+    lab = torch.from_numpy(s.label)[None, None]
+    with torch.no_grad():
+        return make_copies(aug, img, lab, n, copy_seed(prot.aug_seed, aug, s), net=net, levels=levels,
+                           device=device, settings=settings)
 
 
 def panel_copies(example: Slice, prot, methods: Sequence[str], *, net=None, n: int = 2, device="cpu") -> dict:
@@ -229,13 +236,8 @@ def panel_copies(example: Slice, prot, methods: Sequence[str], *, net=None, n: i
     (``drdm``, ``drdm_low``) are copy 0 of the protocol's first ``n`` levels under the run's seed, BigAug's and
     elastic's the first ``n`` of the slice's copies (their generator draws copy after copy).
     """
-    img = torch.from_numpy(example.image)[None, None]
-    lab = torch.from_numpy(example.label)[None, None]
-    out = {"original": (img, lab)}
+    out = {"original": (torch.from_numpy(example.image)[None, None], torch.from_numpy(example.label)[None, None])}
     for m in methods:
-        aug = augmenter(m)
-        with torch.no_grad():
-            out[m] = make_copies(aug, img, lab, n, copy_seed(prot.aug_seed, aug, example), net=net,
-                                 levels=prot.levels(m)[:n], device=device,
-                                 settings=copy_params(m, prot, net=net).get("settings"))
+        out[m] = _slice_copies(m, example, prot, n, prot.levels(m)[:n], net=net, device=device,
+                               settings=copy_params(m, prot, net=net).get("settings"))
     return out

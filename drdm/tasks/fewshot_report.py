@@ -445,7 +445,7 @@ def copies_figure(records, split: dict, prot, net=None, *, n: int = 2, device="c
     if not items:
         raise ValueError(f"subject {subject} has no labelled ED slice in these records")
     example = items[len(items) // 2]
-    methods = [m for m in METHOD_LABELS if m != "none" and (net is not None or not m.startswith("drdm"))]
+    methods = [m for m in FEWSHOT_METHODS if m != "none" and (net is not None or not m.startswith("drdm"))]
     names = {m: [f"{prot.label(m)}\nT' {t}" for t in prot.levels(m)[:n]] if m.startswith("drdm") else prot.label(m)
              for m in methods}
     return plot_copies(panel_copies(example, prot, methods, net=net, n=n, device=device), names=names,
